@@ -1,0 +1,249 @@
+"""The checkpoint: the contract between training/ and app/ (see shared/DESIGN.md).
+
+One `torch.save` file of tensors and plain Python values only, loaded with `weights_only=True`,
+plus `class_indices.json` beside it. Unpickling arbitrary objects is never allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.atomic import atomic_torch_save, atomic_write_bytes
+from models.errors import CheckpointError
+from models.preprocess import PreprocessSpec
+from models.registry import create_model, default_preprocess, list_models
+
+FORMAT_NAME = "resnet-checkpoint"
+FORMAT_VERSION = 1
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
+CLASS_INDEX_NAME = "class_indices.json"
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model in eval mode and everything needed to feed and describe it."""
+
+    model: nn.Module
+    arch: str
+    arch_kwargs: dict[str, Any]
+    classes: list[str]
+    preprocess: PreprocessSpec
+    metrics: dict[str, Any]
+    training: dict[str, Any]
+    sha256: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def to_plain(obj: Any) -> Any:
+    """Turn tuples, paths, numpy scalars into plain values `weights_only` accepts; refuse anything else."""
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint (plain values and tensors only)")
+
+
+def class_index_path(checkpoint_path: PathLike) -> Path:
+    return Path(checkpoint_path).with_name(CLASS_INDEX_NAME)
+
+
+def write_class_index(path: PathLike, classes: Sequence[str]) -> Path:
+    """Write `{"0": "name", ...}` atomically."""
+    data = json.dumps({str(i): c for i, c in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n"
+    return atomic_write_bytes(path, data.encode())
+
+
+def read_class_index(path: PathLike) -> list[str]:
+    """Read a `{"0": "name", ...}` file; keys must be exactly 0..N-1."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: class index file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a readable JSON class index ({e})") from None
+    if isinstance(raw, list) and all(isinstance(c, str) for c in raw):
+        return list(raw)
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise CheckpointError(f'{path}: a class index must map "0".."N-1" to class names')
+    try:
+        keys = sorted(int(k) for k in raw)
+    except ValueError:
+        raise CheckpointError(f"{path}: class index keys must be integers") from None
+    if keys != list(range(len(raw))):
+        raise CheckpointError(f"{path}: class index keys must be 0..{len(raw) - 1} with no gaps")
+    return [raw[str(i)] if str(i) in raw else raw[i] for i in range(len(raw))]
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: Mapping[str, Any],
+    classes: Sequence[str],
+    preprocess: PreprocessSpec | Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    write_index: bool = True,
+) -> Path:
+    """Write the checkpoint atomically, and `class_indices.json` beside it unless `write_index=False`."""
+    spec = preprocess if isinstance(preprocess, PreprocessSpec) else PreprocessSpec.from_dict(preprocess)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    obj = {
+        "format": FORMAT,
+        "arch": arch,
+        "arch_kwargs": to_plain(dict(arch_kwargs)),
+        "state_dict": state,
+        "classes": list(classes),
+        "preprocess": to_plain(spec.to_dict()),
+        "metrics": to_plain(dict(metrics or {})),
+        "training": to_plain(dict(training or {})),
+        **to_plain(dict(extra or {})),
+    }
+    path = atomic_torch_save(obj, path)
+    if write_index:
+        write_class_index(class_index_path(path), classes)
+    return path
+
+
+def _read(path: Path) -> tuple[Any, str]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), sha
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain values "
+            f"(weights_only=True rejected it: {first})"
+        ) from None
+    except Exception as e:  # truncated zip, random bytes, wrong magic number ...
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {e})") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _unwrap_bare(obj: Any) -> dict[str, torch.Tensor] | None:
+    """A torchvision `.pth` (bare state dict), possibly under 'state_dict'/'model' or with DDP's 'module.'."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and "format" not in obj and _is_state_dict(obj.get(key)):
+            obj = obj[key]
+    if not _is_state_dict(obj):
+        return None
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _build(path: Path, arch: str, arch_kwargs: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    if arch not in list_models():
+        raise CheckpointError(f"{path}: unknown architecture {arch!r}; known: {', '.join(list_models())}")
+    try:
+        model = create_model(arch, **arch_kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot build {arch} with {arch_kwargs}: {e}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:600]
+        raise CheckpointError(f"{path}: weights do not fit {arch} {arch_kwargs}: {detail}") from None
+    return model.eval()
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    fc = getattr(model, "fc", None)
+    return fc.out_features if isinstance(fc, nn.Linear) else None
+
+
+def load_checkpoint(
+    path: PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    class_index: PathLike | None = None,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+) -> Checkpoint:
+    """Load a project checkpoint (or a bare torchvision state dict given `arch` and `class_index`).
+
+    Raises `CheckpointError` naming the file and the problem; never unpickles arbitrary objects.
+    """
+    path = Path(path)
+    obj, sha = _read(path)
+    bare = _unwrap_bare(obj)
+    if bare is not None:
+        if arch is None or class_index is None:
+            raise CheckpointError(f"{path}: a bare state dict needs an architecture and a class index file")
+        classes = read_class_index(class_index)
+        kwargs = {**dict(arch_kwargs or {}), "num_classes": len(classes)}
+        meta: dict[str, Any] = {"format": "torchvision-state-dict"}
+        model = _build(path, arch, kwargs, bare)
+        spec = default_preprocess(arch, **kwargs)
+        metrics: dict[str, Any] = {}
+        training: dict[str, Any] = {}
+    else:
+        if not isinstance(obj, Mapping) or "format" not in obj:
+            raise CheckpointError(f"{path}: not a {FORMAT_NAME} file (no 'format' key) and not a state dict")
+        fmt = str(obj["format"])
+        if fmt != FORMAT:
+            raise CheckpointError(f"{path}: unsupported checkpoint format {fmt!r}; this version reads {FORMAT!r}")
+        missing = [k for k in ("arch", "arch_kwargs", "state_dict", "classes", "preprocess") if k not in obj]
+        if missing:
+            raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+        arch, kwargs, classes = str(obj["arch"]), dict(obj["arch_kwargs"]), list(obj["classes"])
+        meta = {k: v for k, v in obj.items() if k not in ("state_dict", "resume")}
+        model = _build(path, arch, kwargs, obj["state_dict"])
+        try:
+            spec = PreprocessSpec.from_dict(obj["preprocess"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad preprocess entry: {e}") from None
+        metrics, training = dict(obj.get("metrics") or {}), dict(obj.get("training") or {})
+        if class_index is not None:
+            index_classes = read_class_index(class_index)
+            if index_classes != classes:
+                diff = next(
+                    (i for i, (a, b) in enumerate(zip(index_classes, classes, strict=False)) if a != b),
+                    min(len(index_classes), len(classes)),
+                )
+                raise CheckpointError(
+                    f"{class_index}: class index disagrees with checkpoint {path}: {len(index_classes)} vs "
+                    f"{len(classes)} classes, first difference at index {diff}"
+                )
+    outputs = _num_outputs(model)
+    if outputs is not None and outputs != len(classes):
+        raise CheckpointError(f"{path}: the final layer has {outputs} outputs but there are {len(classes)} classes")
+    model.to(map_location)
+    return Checkpoint(model=model, arch=arch, arch_kwargs=kwargs, classes=classes, preprocess=spec,
+                      metrics=metrics, training=training, sha256=sha, path=path, meta=meta)

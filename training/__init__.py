@@ -1,0 +1,1 @@
+"""The training worker: turns images on disk into a checkpoint the service reads."""

@@ -1,0 +1,240 @@
+"""Datasets: Fashion-MNIST from its idx .gz files, and ImageFolder trees (`train/`, `val/`)."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+import struct
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from models.errors import ImageError
+from models.preprocess import (
+    PreprocessSpec,
+    convert_mode,
+    decode_image,
+    pil_to_uint8_tensor,
+    preprocess_image,
+    resize_center_crop,
+)
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DataError(ValueError):
+    """The dataset on disk cannot be trained on (missing split, empty class, ...)."""
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (gzip or plain), as LeCun's MNIST format describes it."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte idx file")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The official split: 'train' (60k) or 'test' (10k); images uint8 (N, 28, 28), labels (N,)."""
+    root, prefix = Path(root), "train" if split == "train" else "t10k"
+    paths = [root / f"{prefix}-{kind}-idx{n}-ubyte.gz" for kind, n in (("images", 3), ("labels", 1))]
+    for p in paths:
+        if not p.exists() and not p.with_suffix("").exists():
+            raise DataError(f"{p} not found: install Debian's dataset-fashion-mnist or pass --fashion-mnist-dir")
+    images, labels = (read_idx(p if p.exists() else p.with_suffix("")) for p in paths)
+    if len(images) != len(labels):
+        raise DataError(f"{root}: {len(images)} images but {len(labels)} labels")
+    return images, labels.astype(np.int64)
+
+
+class ArrayDataset(Dataset):
+    """In-memory uint8 images (N, H, W) or (N, H, W, C) with labels; yields (uint8 tensor CxHxW, label)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None) -> None:
+        images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(labels)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), int(self.labels[i])
+
+
+@dataclass
+class Sample:
+    path: Path
+    label: int
+
+
+def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[Sample], list[str]]:
+    """List `root/<class>/*` images; class order is sorted folder names unless `classes` is given."""
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = found if classes is None else classes
+    if not classes:
+        raise DataError(f"{root}: no class folders")
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise DataError(f"{root}: class folder(s) missing: {missing}")
+    samples: list[Sample] = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            raise DataError(f"{root / name}: class folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        samples += [Sample(p, label) for p in files]
+    return samples, classes
+
+
+def drop_unreadable(samples: list[Sample]) -> list[Sample]:
+    """Check every file's header; report (path and reason) and skip the ones Pillow cannot read."""
+    good = []
+    for s in samples:
+        try:
+            with Image.open(s.path) as img:
+                img.verify()
+            good.append(s)
+        except Exception as e:  # any unreadable file is skipped, never fatal
+            log.warning("skipping unreadable image %s: %s: %s", s.path, type(e).__name__, e)
+    return good
+
+
+def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Seeded per-class split: `fraction` of each class (at least one image) goes to validation."""
+    by_class: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_class[s.label].append(s)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_class):
+        items = by_class[label][:]
+        rng.shuffle(items)
+        if len(items) < 2:
+            raise DataError(f"class {label} has {len(items)} image(s); a split needs at least 2")
+        k = min(len(items) - 1, max(1, round(len(items) * fraction)))
+        val += items[:k]
+        train += items[k:]
+    return train, val
+
+
+class ImageFolderDataset(Dataset):
+    """Files on disk; the train side returns uint8 tensors for per-sample transforms, val the shared preprocessing."""
+
+    def __init__(self, samples: list[Sample], spec: PreprocessSpec, *, train: bool, transform=None) -> None:
+        self.samples, self.spec, self.train, self.transform = samples, spec, train, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, i: int) -> torch.Tensor:
+        s = self.samples[i]
+        img = decode_image(s.path.read_bytes(), draft_size=self.spec.resize)
+        if not self.train:
+            return preprocess_image(img, self.spec)
+        img = convert_mode(img, self.spec.color_mode)
+        if self.transform is None or getattr(self.transform, "needs_center_crop", False):
+            img = resize_center_crop(img, self.spec.resize, self.spec.crop, self.spec.interpolation)
+        return pil_to_uint8_tensor(img)
+
+    def __getitem__(self, i: int):
+        try:
+            x = self.load(i)
+        except (ImageError, OSError) as e:
+            log.warning("skipping unreadable image %s: %s", self.samples[i].path, e)
+            return None
+        if self.train and self.transform is not None:
+            x = self.transform(x)
+        return x, self.samples[i].label
+
+
+def collate_skip_none(batch):
+    """Default collation, minus the samples that failed to load."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.utils.data.default_collate(batch)
+
+
+@dataclass
+class DataBundle:
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    spec: PreprocessSpec
+    name: str
+    val_is_preprocessed: bool  # val items are float tensors already through the shared preprocessing
+
+
+def fashion_mnist_spec(size: int = 28, resize: int = 0) -> PreprocessSpec:
+    return PreprocessSpec(resize=resize or size, crop=size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
+                          interpolation="bilinear", color_mode="L", extra={"dataset": "fashion-mnist"})
+
+
+def image_folder_spec(size: int, resize: int) -> PreprocessSpec:
+    return PreprocessSpec(resize=resize, crop=size)
+
+
+class PreprocessedArrayDataset(Dataset):
+    """Validation arrays run once through the shared `preprocess_image`, exactly as the service would."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, spec: PreprocessSpec) -> None:
+        mode = "L" if images.ndim == 3 else "RGB"
+        self.x = torch.stack([preprocess_image(Image.fromarray(im, mode), spec) for im in images])
+        self.y = torch.from_numpy(labels)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], int(self.y[i])
+
+
+def is_fashion_mnist(data: str) -> bool:
+    p = Path(data)
+    return data == "fashion-mnist" or (p.is_dir() and any(p.glob("train-images-idx3-ubyte*")))
+
+
+def build_data(data: str, *, fashion_dir: str, image_size: int, resize: int, val_fraction: float, seed: int,
+               train_transform=None) -> DataBundle:
+    """Resolve `data` to train/val datasets, the class list and the evaluation preprocessing."""
+    if is_fashion_mnist(data):
+        root = fashion_dir if data == "fashion-mnist" else data
+        spec = fashion_mnist_spec(image_size or 28, resize)
+        xtr, ytr = load_fashion_mnist(root, "train")
+        xte, yte = load_fashion_mnist(root, "test")
+        if spec.crop != 28 or spec.resize != 28:
+            raise DataError("Fashion-MNIST trains at its native 28x28 (--image-size 28)")
+        return DataBundle(ArrayDataset(xtr, ytr, train_transform), PreprocessedArrayDataset(xte, yte, spec),
+                          list(FASHION_MNIST_CLASSES), spec, "fashion-mnist", True)
+    root = Path(data)
+    size = image_size or 224
+    spec = image_folder_spec(size, resize or round(size * 8 / 7))
+    if not (root / "train").is_dir():
+        raise DataError(f"{root}: expected {root / 'train'} (and optionally {root / 'val'}) with one folder per class")
+    train_samples, classes = scan_image_folder(root / "train")
+    if (root / "val").is_dir():
+        val_samples, _ = scan_image_folder(root / "val", classes)
+    else:
+        train_samples, val_samples = stratified_split(train_samples, val_fraction, seed)
+    train_samples, val_samples = drop_unreadable(train_samples), drop_unreadable(val_samples)
+    return DataBundle(ImageFolderDataset(train_samples, spec, train=True, transform=train_transform),
+                      ImageFolderDataset(val_samples, spec, train=False), classes, spec, str(root), True)

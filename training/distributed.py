@@ -1,0 +1,64 @@
+"""The few lines that differ between one process and `torchrun --nproc_per_node N` (DDP)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """`auto` = CUDA when available; `cuda` = this process's local GPU; `cuda:N`; `cpu`."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
+        index = int(spec.split(":")[1]) if ":" in spec else local_rank
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) exist")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if spec != "cpu":
+        raise RuntimeError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def setup(device: str) -> DistInfo:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, dev)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
