@@ -91,12 +91,12 @@ def read_class_index(path: PathLike) -> list[str]:
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise CheckpointError(f'{path}: a class index must map "0".."N-1" to class names')
     try:
-        keys = sorted(int(k) for k in raw)
+        by_index = {int(k): v for k, v in raw.items()}
     except ValueError:
         raise CheckpointError(f"{path}: class index keys must be integers") from None
-    if keys != list(range(len(raw))):
+    if sorted(by_index) != list(range(len(raw))):
         raise CheckpointError(f"{path}: class index keys must be 0..{len(raw) - 1} with no gaps")
-    return [raw[str(i)] if str(i) in raw else raw[i] for i in range(len(raw))]
+    return [by_index[i] for i in range(len(raw))]
 
 
 def save_checkpoint(
@@ -145,13 +145,20 @@ def _read(path: Path) -> tuple[Any, str]:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), sha
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain values "
-            f"(weights_only=True rejected it: {first})"
+            f"(weights_only=True rejected it: {_unpickling_reason(e)})"
         ) from None
     except Exception as e:  # truncated zip, random bytes, wrong magic number ...
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {e})") from None
+
+
+def _unpickling_reason(e: Exception) -> str:
+    """The line of torch's weights_only message that names the refused object (not its boilerplate)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    useful = [ln for ln in lines if not ln.startswith(boilerplate)]
+    return (useful or lines or ["unsafe content"])[0]
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -175,6 +182,8 @@ def _build(path: Path, arch: str, arch_kwargs: dict[str, Any], state: Mapping[st
         model = create_model(arch, **arch_kwargs)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot build {arch} with {arch_kwargs}: {e}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: 'state_dict' is not a mapping of parameter names to tensors")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -222,14 +231,21 @@ def load_checkpoint(
         missing = [k for k in ("arch", "arch_kwargs", "state_dict", "classes", "preprocess") if k not in obj]
         if missing:
             raise CheckpointError(f"{path}: checkpoint lacks {missing}")
-        arch, kwargs, classes = str(obj["arch"]), dict(obj["arch_kwargs"]), list(obj["classes"])
+        if not isinstance(obj["arch"], str) or not isinstance(obj["arch_kwargs"], Mapping):
+            raise CheckpointError(f"{path}: 'arch' must be a name and 'arch_kwargs' a mapping")
+        if not isinstance(obj["classes"], list) or not all(isinstance(c, str) for c in obj["classes"]):
+            raise CheckpointError(f"{path}: 'classes' must be a list of class names")
+        arch, kwargs, classes = obj["arch"], dict(obj["arch_kwargs"]), list(obj["classes"])
         meta = {k: v for k, v in obj.items() if k not in ("state_dict", "resume")}
         model = _build(path, arch, kwargs, obj["state_dict"])
         try:
             spec = PreprocessSpec.from_dict(obj["preprocess"])
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: bad preprocess entry: {e}") from None
-        metrics, training = dict(obj.get("metrics") or {}), dict(obj.get("training") or {})
+        metrics, training = obj.get("metrics") or {}, obj.get("training") or {}
+        if not isinstance(metrics, Mapping) or not isinstance(training, Mapping):
+            raise CheckpointError(f"{path}: 'metrics' and 'training' must be mappings")
+        metrics, training = dict(metrics), dict(training)
         if class_index is not None:
             index_classes = read_class_index(class_index)
             if index_classes != classes:

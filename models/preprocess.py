@@ -136,7 +136,7 @@ def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 tensor (..., C, H, W) in [0, 255] -> float tensor normalized with the spec's mean and std."""
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
-    return (batch.float().div_(255.0) - mean) / std
+    return (batch.to(torch.float32) / 255.0 - mean) / std  # never in place: the caller's tensor stays as it was
 
 
 def pil_to_uint8_tensor(img: Image.Image) -> torch.Tensor:

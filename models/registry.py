@@ -27,13 +27,18 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
-    """Build architecture `name` with `num_classes` outputs; unknown names list the known ones."""
+def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
+    """Build architecture `name` with `num_classes` outputs (default: the architecture's own, 1000 or 10).
+
+    Unknown names raise `ValueError` listing the known ones.
+    """
     try:
         builder = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(list_models())}") from None
-    return builder(num_classes=num_classes, **kwargs)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return builder(**kwargs)
 
 
 def default_preprocess(name: str, **kwargs):

@@ -218,8 +218,8 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one of `num_classes` outputs (transfer learning)."""
-        self.fc = nn.Linear(self.num_features, num_classes)
+        """Replace the classifier with a fresh one of `num_classes` outputs (transfer learning); 0 removes it."""
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 def _resnet(block: Block, layers: list[int], num_classes: int, **kwargs) -> ResNet:
@@ -284,7 +284,8 @@ def _cifar_resnet(n: int, num_classes: int, **kwargs) -> ResNet:
     """
     kwargs.setdefault("shortcut", "A")
     kwargs.setdefault("small_input", True)
-    return ResNet(BasicBlock, [n, n, n], num_classes, widths=(16, 32, 64), **kwargs)
+    kwargs.setdefault("widths", (16, 32, 64))  # overridable, e.g. tiny widths for fast tests
+    return ResNet(BasicBlock, [n, n, n], num_classes, **kwargs)
 
 
 @register_model

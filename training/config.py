@@ -25,6 +25,7 @@ class TrainConfig:
     # model
     arch: str = "resnet20"
     small_input: bool | None = None  # None = on for images <= 64 px
+    widths: list[int] = field(default_factory=list)  # channels of each stage; empty = the architecture's own
     zero_init_residual: bool = False
     pretrained: str = ""  # torchvision-format weights; the classifier is replaced for the new classes
     freeze_backbone: bool = False
@@ -103,7 +104,7 @@ def build_parser(prog: str = "resnet-train") -> argparse.ArgumentParser:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif f.type in ("bool | None",):
             parser.add_argument(flag, type=_parse_bool, default=default, metavar="BOOL")
-        elif f.name == "step_milestones":
+        elif f.type in ("list[int]",):
             parser.add_argument(flag, type=int, nargs="+", default=default)
         else:
             typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]

@@ -20,6 +20,7 @@ from models.preprocess import (
     PreprocessSpec,
     convert_mode,
     decode_image,
+    load_image_tensor,
     pil_to_uint8_tensor,
     preprocess_image,
     resize_center_crop,
@@ -67,7 +68,7 @@ class ArrayDataset(Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None) -> None:
         images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.images = torch.from_numpy(np.array(images, copy=True, order="C"))  # idx arrays are read-only views
         self.labels = torch.from_numpy(labels)
         self.transform = transform
 
@@ -105,8 +106,11 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     return samples, classes
 
 
-def drop_unreadable(samples: list[Sample]) -> list[Sample]:
-    """Check every file's header; report (path and reason) and skip the ones Pillow cannot read."""
+def drop_unreadable(samples: list[Sample], classes: list[str] | None = None) -> list[Sample]:
+    """Check every file's header; report (path and reason) and skip the ones Pillow cannot read.
+
+    With `classes`, a class left with no readable image is an error (before any training starts).
+    """
     good = []
     for s in samples:
         try:
@@ -115,6 +119,12 @@ def drop_unreadable(samples: list[Sample]) -> list[Sample]:
             good.append(s)
         except Exception as e:  # any unreadable file is skipped, never fatal
             log.warning("skipping unreadable image %s: %s: %s", s.path, type(e).__name__, e)
+    if classes is not None:
+        left = {s.label for s in good}
+        empty = [c for i, c in enumerate(classes) if i not in left]
+        if empty:
+            folder = samples[0].path.parent.parent if samples else "?"
+            raise DataError(f"{folder}: class folder(s) {empty} have no readable image")
     return good
 
 
@@ -147,10 +157,9 @@ class ImageFolderDataset(Dataset):
 
     def load(self, i: int) -> torch.Tensor:
         s = self.samples[i]
-        img = decode_image(s.path.read_bytes(), draft_size=self.spec.resize)
-        if not self.train:
-            return preprocess_image(img, self.spec)
-        img = convert_mode(img, self.spec.color_mode)
+        if not self.train:  # exactly what the service does with the same file
+            return load_image_tensor(s.path.read_bytes(), self.spec)
+        img = convert_mode(decode_image(s.path.read_bytes(), draft_size=self.spec.resize), self.spec.color_mode)
         if self.transform is None or getattr(self.transform, "needs_center_crop", False):
             img = resize_center_crop(img, self.spec.resize, self.spec.crop, self.spec.interpolation)
         return pil_to_uint8_tensor(img)
@@ -231,10 +240,15 @@ def build_data(data: str, *, fashion_dir: str, image_size: int, resize: int, val
     if not (root / "train").is_dir():
         raise DataError(f"{root}: expected {root / 'train'} (and optionally {root / 'val'}) with one folder per class")
     train_samples, classes = scan_image_folder(root / "train")
+    train_samples = drop_unreadable(train_samples, classes)
     if (root / "val").is_dir():
+        extra = sorted({d.name for d in (root / "val").iterdir() if d.is_dir() and not d.name.startswith(".")}
+                       - set(classes))
+        if extra:
+            raise DataError(f"{root / 'val'}: class folder(s) {extra} are not in {root / 'train'}")
         val_samples, _ = scan_image_folder(root / "val", classes)
+        val_samples = drop_unreadable(val_samples, classes)
     else:
         train_samples, val_samples = stratified_split(train_samples, val_fraction, seed)
-    train_samples, val_samples = drop_unreadable(train_samples), drop_unreadable(val_samples)
     return DataBundle(ImageFolderDataset(train_samples, spec, train=True, transform=train_transform),
                       ImageFolderDataset(val_samples, spec, train=False), classes, spec, str(root), True)

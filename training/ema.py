@@ -1,4 +1,10 @@
-"""Exponential moving average of the weights (Polyak averaging); buffers are copied, not averaged."""
+"""Exponential moving average of the weights (Polyak averaging), batch-norm statistics included.
+
+The running mean and variance are averaged like the weights (as timm's ModelEmaV2 does): copying the live
+model's statistics next to averaged weights mismatches them, and the EMA model then evaluates far worse than
+the model it averages (seen on Fashion-MNIST: 35% vs 82% top-1 after 3 epochs). Integer buffers
+(`num_batches_tracked`) are copied.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,6 @@ class ModelEMA:
         self.module = copy.deepcopy(model).eval()
         self.decay = decay
         self.updates = 0
-        self._params = {n for n, _ in self.module.named_parameters()}
         for p in self.module.parameters():
             p.requires_grad_(False)
 
@@ -23,7 +28,7 @@ class ModelEMA:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))  # early on, follow the model closely
         for name, v in self.module.state_dict().items():
-            if name in self._params:
+            if v.dtype.is_floating_point:
                 v.mul_(decay).add_(src[name].detach(), alpha=1 - decay)
             else:
                 v.copy_(src[name])

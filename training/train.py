@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from models import create_model, load_checkpoint, save_checkpoint
+from models.atomic import atomic_torch_save, atomic_write_bytes
 from models.checkpoint import _unwrap_bare
 from models.preprocess import normalize
 from training import distributed
@@ -41,7 +42,7 @@ from training.augment import (
     soft_cross_entropy,
 )
 from training.config import TrainConfig, config_from_dict, parse_config
-from training.data import DataBundle, build_data, collate_skip_none
+from training.data import DataBundle, DataError, build_data, collate_skip_none, is_fashion_mnist
 from training.ema import ModelEMA
 from training.plots import plot_history, plot_lr
 from training.schedule import lr_factor, scaled_lr
@@ -78,18 +79,39 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_pretrained(model: nn.Module, path: str) -> None:
-    """torchvision-format weights into `model`, all but the classifier (sized for the new classes)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    """torchvision-format weights (or a project checkpoint) into `model`, all but the classifier (new classes)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # missing, corrupt, or holding more than tensors and plain values
+        raise SystemExit(f"--pretrained {path}: cannot load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     state = _unwrap_bare(obj) or (obj.get("state_dict") if isinstance(obj, dict) else None)
     if not state:
         raise SystemExit(f"--pretrained {path}: not a state dict")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches (e.g. a 7x7 stem into a small-input 3x3 stem)
+        raise SystemExit(f"--pretrained {path}: does not fit the model: {' '.join(str(e).split())[:500]}") from None
     bad = [k for k in missing if not k.startswith("fc.")]
     if bad or unexpected:
         raise SystemExit(
             f"--pretrained {path}: does not fit the model (missing {bad[:5]}, unexpected {unexpected[:5]})"
         )
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """Train only the classifier: every other parameter stops receiving gradients."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("fc."))
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """Training mode, except batch norms whose parameters are frozen: their statistics stay as loaded."""
+    model.train()
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+            m.eval()
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig, base_lr: float) -> list[dict[str, Any]]:
@@ -208,7 +230,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
-    size = cfg.image_size or (28 if cfg.data == "fashion-mnist" else 224)
+    size = cfg.image_size or (28 if is_fashion_mnist(cfg.data) else 224)
     sample_tf = build_sample_transform(
         cfg.train_crop, size, hflip=cfg.hflip, auto_augment=cfg.auto_augment, rrc_min_scale=cfg.rrc_min_scale
     )
@@ -229,12 +251,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "small_input": small_input,
         "zero_init_residual": cfg.zero_init_residual,
     }
+    if cfg.widths:
+        arch_kwargs["widths"] = list(cfg.widths)
     model = create_model(cfg.arch, **arch_kwargs)
     if cfg.pretrained and resume_state is None:
         load_pretrained(model, cfg.pretrained)
     if cfg.freeze_backbone:
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("fc."))
+        freeze_backbone(model)
     model.to(info.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -289,7 +312,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(cfg.seed + 1000 * epoch + info.rank)  # resumed and uninterrupted runs draw the same numbers
         train_loader.sampler.set_epoch(epoch)
-        ddp_model.train()
+        set_train_mode(ddp_model)
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0.0
         bar = tqdm(
             total=steps_per_epoch,
@@ -301,8 +324,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             file=sys.stderr,
         )
         for i, (x, y) in enumerate(train_loader):
-            if i >= steps_per_epoch or len(y) == 0:
+            if i >= steps_per_epoch:
                 break
+            if len(y) == 0:  # every image of this batch failed to decode (each was reported)
+                continue
             x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
             if cfg.train_crop == "pad":
                 x = pad_crop_flip(x, cfg.pad, cfg.hflip)
@@ -420,8 +445,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 "history": history,
                 "rng": rng_state(),
             }
-            with open(out / "metrics.jsonl", "w") as f:  # rewritten whole: a resumed run keeps one row per epoch
-                f.writelines(json.dumps(r) + "\n" for r in history)
+            # rewritten whole (and atomically: a kill never leaves half a line): a resumed run keeps one row per epoch
+            atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
             if improved:
                 save_checkpoint(out / "best.pt", eval_model, **common)
             save_checkpoint(out / "last.pt", eval_model, **common, extra={"resume": resume})
@@ -431,8 +456,6 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if info.is_main:
         final = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
         final.pop("resume", None)
-        from models.atomic import atomic_torch_save
-
         atomic_torch_save(final, out / "model.pt")
         lrs = [peak_lr * lr_factor(s, **sched) for s in range(sched["total_steps"])]
         plot_lr(lrs, steps_per_epoch, out / "lr.png")
@@ -450,7 +473,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(parse_config(argv))
+    cfg = parse_config(argv)
+    try:
+        run(cfg)
+    except DataError as e:  # a dataset we cannot train on: say why, without a traceback
+        raise SystemExit(f"resnet-train: error: {e}") from None
 
 
 if __name__ == "__main__":
