@@ -1,0 +1,1 @@
+"""HTTP glue: routers, dependencies, middleware, upload reading and error handlers."""

@@ -1,0 +1,64 @@
+"""Exception handlers: every error leaves as `{"error": {"code", "message"}}` with its catalogue status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import (
+    BAD_REQUEST,
+    INVALID_REQUEST,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    ApiError,
+    ErrorKind,
+    api_error_from,
+    error_body,
+)
+from models import ResNetServiceError
+
+_HTTP_KINDS = {400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(error_body(err.code, err.message), status_code=err.status, headers=err.headers)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """`query.top_k: Input should be greater than or equal to 1`, one clause per problem."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        parts.append(f"{where}: {e.get('msg', 'invalid value')}" if where else str(e.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ResNetServiceError)
+    return error_response(api_error_from(exc))
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(ApiError(INVALID_REQUEST, detail=validation_message(exc)))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = _HTTP_KINDS.get(exc.status_code) or ErrorKind(exc.status_code, "http_error", "{detail}")
+    return error_response(ApiError(kind, headers=dict(exc.headers or {}), detail=exc.detail))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ResNetServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

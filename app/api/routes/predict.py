@@ -1,0 +1,51 @@
+"""POST /v1/predict and POST /v1/predict/batch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from app.api.deps import get_service, require_api_key
+from app.api.uploads import image_body, read_image, read_images
+from app.core import errors as e
+from app.schemas.predict import BatchResponse, PredictResponse
+from app.services.inference import InferenceService
+
+router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require_api_key)])
+
+TopK = Annotated[int | None, Query(
+    ge=1, description="How many classes to return (default RESNET_DEFAULT_TOP_K). A value larger than the number "
+                      "of classes is clamped to it; values below 1 and non-integers are 422.")]
+_COMMON = (e.UNAUTHORIZED, e.PAYLOAD_TOO_LARGE, e.IMAGE_TOO_LARGE, e.UNSUPPORTED_MEDIA_TYPE, e.INVALID_REQUEST,
+           e.MISSING_FILE, e.BAD_REQUEST, e.NOT_READY, e.OVERLOADED, e.TIMEOUT, e.INTERNAL_ERROR)
+
+
+@router.post(
+    "/predict", response_model=PredictResponse, summary="Classify one image",
+    description="Send the image as multipart field `file`, or as the raw body with an `image/*` Content-Type "
+                "(`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'`). Returns the top-k classes, "
+                "highest score first; `top_k` above the number of classes is clamped to it.",
+    responses=e.error_responses(e.INVALID_IMAGE, e.UNSUPPORTED_IMAGE_TYPE, *_COMMON),
+    openapi_extra=image_body("file"),
+)
+async def predict(request: Request, top_k: TopK = None,
+                  service: InferenceService = Depends(get_service)) -> PredictResponse:
+    deadline = service.deadline()
+    data = await read_image(request, service.settings.max_upload_bytes)
+    return await service.classify(data, top_k, deadline)
+
+
+@router.post(
+    "/predict/batch", response_model=BatchResponse, summary="Classify several images",
+    description="Multipart field `files`, repeated (at most RESNET_MAX_BATCH_FILES). Results come in request "
+                "order; a file that cannot be used gets an `error` entry and does not fail the others.",
+    responses=e.error_responses(e.TOO_MANY_FILES, *_COMMON),
+    openapi_extra=image_body("files", many=True),
+)
+async def predict_batch(request: Request, top_k: TopK = None,
+                        service: InferenceService = Depends(get_service)) -> BatchResponse:
+    deadline = service.deadline()
+    settings = service.settings
+    uploads = await read_images(request, settings.max_upload_bytes, settings.max_batch_files)
+    return await service.classify_many(uploads, top_k, deadline)

@@ -1,0 +1,67 @@
+"""Inference backends: `build_backend` picks one from the settings (docs/CONTRACTS.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import torch
+
+from app.backends.base import InferenceBackend
+from app.backends.torch_backend import TorchBackend
+from app.core.config import Settings
+from app.core.errors import ServiceConfigError
+from models import Checkpoint, ResNetServiceError
+
+__all__ = ["InferenceBackend", "TorchBackend", "build_backend", "onnx_backend_available"]
+log = logging.getLogger(__name__)
+
+
+def onnx_backend_available() -> bool:
+    """True when onnxruntime imports and the ONNX backend module is part of this installation."""
+    if importlib.util.find_spec("app.backends.onnx_backend") is None:
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_channels_last(device: torch.device) -> bool:
+    """channels_last pays off with cuDNN; on the CPU the default layout is as fast for batch sizes we serve."""
+    return device.type == "cuda"
+
+
+def build_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> InferenceBackend:
+    """The backend `settings.backend` asks for; `auto` = onnxruntime on the CPU when available, else torch."""
+    choice = settings.backend
+    if choice == "auto":
+        choice = "onnxruntime" if device.type == "cpu" and onnx_backend_available() else "torch"
+    if choice == "torch":
+        return TorchBackend(checkpoint, device, channels_last=use_channels_last(device))
+    try:
+        return _onnx_backend(settings, checkpoint, device)
+    except ResNetServiceError as e:
+        if settings.backend != "auto":
+            raise
+        log.warning("onnxruntime backend unavailable, falling back to torch: %s", e)
+        return TorchBackend(checkpoint, device, channels_last=use_channels_last(device))
+
+
+def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> InferenceBackend:
+    if not onnx_backend_available():
+        raise ServiceConfigError(
+            "RESNET_BACKEND=onnxruntime needs the onnxruntime package and app/backends/onnx_backend.py "
+            "(pip install 'resnet-service[onnx]'), or set RESNET_BACKEND=torch"
+        )
+    from app.backends.onnx_backend import OnnxRuntimeBackend
+
+    onnx_path = str(settings.onnx_path) if settings.onnx_path else None
+    try:
+        return OnnxRuntimeBackend(checkpoint, onnx_path=onnx_path, threads=settings.resolved_torch_threads,
+                                  device=str(device))
+    except ResNetServiceError:
+        raise
+    except Exception as e:  # export or session creation failed: say so in one line
+        raise ServiceConfigError(f"onnxruntime backend failed to start: {type(e).__name__}: {e}") from None

@@ -1,0 +1,109 @@
+"""ONNX Runtime backend: the same checkpoint, run by ORT (about 1.7x eager PyTorch on a small CPU).
+
+Loads an ONNX file written by `resnet-export`, or exports the checkpoint into a temp dir at startup.
+A file exported from another checkpoint (embedded sha256 differs) is refused with `CheckpointError`.
+Feature maps stay on the torch path: this backend only turns a preprocessed batch into logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.checkpoint import Checkpoint
+from models.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def _providers(device: str) -> tuple[list[Any], str]:
+    """ORT execution providers for `device` ("cpu", "cuda", "cuda:N", "auto") and the device actually used."""
+    import onnxruntime as ort
+
+    device = str(device)
+    if device.startswith("cuda") or device == "auto":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
+        if device != "auto":
+            log.warning("onnxruntime has no CUDAExecutionProvider here; running %s on the CPU", device)
+    return ["CPUExecutionProvider"], "cpu"
+
+
+def session_options(threads: int, *, allow_spinning: bool = False):
+    """One intra-op pool of `threads` (0 = ORT's default, one per physical core), no inter-op parallelism.
+
+    Spinning is off by default: ORT's workers otherwise busy-wait after each batch and take the CPU from
+    the decode threads that are preparing the next one (measured in docs/BENCHMARKS.md).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    opts.log_severity_level = 3  # warnings about unused initializers etc. are noise here
+    return opts
+
+
+class OnnxRuntimeBackend:
+    """`InferenceBackend` on ONNX Runtime: float32 NCHW batch in, float32 logits on the CPU out."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        onnx_path: str | None,
+        threads: int,
+        device: str,
+        allow_spinning: bool = False,
+    ) -> None:
+        import onnxruntime as ort
+
+        from models.onnx_export import INPUT_NAME, OUTPUT_NAME, decode_metadata, export_onnx
+
+        self._input, self._output = INPUT_NAME, OUTPUT_NAME
+        providers, self.device = _providers(device)
+        opts = session_options(threads, allow_spinning=allow_spinning)
+        if onnx_path is None:
+            # ORT keeps the model in memory once the session exists, so the temp file can go right away.
+            with tempfile.TemporaryDirectory(prefix="resnet-onnx-") as tmp:
+                path = export_onnx(checkpoint, Path(tmp) / "model.onnx")
+                self._session = self._open(ort, path, opts, providers)
+            self.onnx_path: str | None = None
+        else:
+            path = Path(onnx_path)
+            if not path.is_file():
+                raise CheckpointError(f"{path}: ONNX file not found")
+            self._session = self._open(ort, path, opts, providers)
+            self.onnx_path = str(path)
+        self.metadata = decode_metadata(dict(self._session.get_modelmeta().custom_metadata_map))
+        embedded = self.metadata.get("checkpoint_sha256")
+        if embedded != checkpoint.sha256:
+            raise CheckpointError(
+                f"{path}: ONNX model was exported from checkpoint sha256 {str(embedded)[:12]}..., "
+                f"not from {checkpoint.path.name} ({checkpoint.sha256[:12]}...); run resnet-export again"
+            )
+        self.threads = threads
+        self.providers = self._session.get_providers()
+
+    @staticmethod
+    def _open(ort, path: Path, opts, providers):
+        try:
+            return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf types
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {e})") from None
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) float32 -> (N, K) float32 logits on the CPU."""
+        x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
+        (logits,) = self._session.run([self._output], {self._input: x})
+        return torch.from_numpy(logits)

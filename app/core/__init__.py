@@ -1,0 +1,1 @@
+"""Settings, error catalogue, logging and metrics shared by the whole service."""

@@ -1,0 +1,52 @@
+"""Shapes of the model description and reload endpoints."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class PreprocessInfo(BaseModel):
+    resize: int = Field(description="Shorter side is resized to this many pixels.")
+    crop: int = Field(description="Then a central square of this size is cropped.")
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+    color_mode: str = Field(description="`RGB` or `L`.")
+
+
+class BatchingInfo(BaseModel):
+    max_batch_size: int
+    max_batch_delay_ms: float
+    queue_size: int
+    request_timeout_s: float
+
+
+class ModelInfo(BaseModel):
+    arch: str
+    arch_kwargs: dict[str, Any]
+    classes: list[str] = Field(description="Class names; position = output index.")
+    num_classes: int
+    num_parameters: int
+    preprocess: PreprocessInfo
+    feature_layers: list[str] = Field(description="Layers `POST /v1/feature-maps` can show.")
+    device: str
+    backend: str
+    checkpoint_file: str = Field(description="File name of the checkpoint (no directory).")
+    checkpoint_sha256: str
+    loaded_at: datetime
+    metrics: dict[str, Any] = Field(description="Validation metrics stored in the checkpoint by training.")
+    batching: BatchingInfo
+
+
+class ReloadRequest(BaseModel):
+    checkpoint: str | None = Field(None, description="Checkpoint to load; default: the configured RESNET_CHECKPOINT.")
+    class_index: str | None = Field(
+        None, description="Class index that must agree with it; default: class_indices.json beside the checkpoint."
+    )
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["reloaded"] = "reloaded"
+    previous_sha256: str | None = Field(description="Checkpoint that was serving before the swap.")
+    model: ModelInfo
