@@ -1,0 +1,106 @@
+"""Benchmark 6, training throughput: `resnet-train` against a minimal plain PyTorch loop, same run.
+
+    python -m bench.train_bench --steps 60
+
+Both train resnet20 on Fashion-MNIST (the shipped model's recipe) with batch 128, SGD (momentum 0.9,
+Nesterov, weight decay 5e-4) and 2 intra-op threads, in fresh processes, taking turns (A B A B) so that
+drift of the machine hits both. Images/s counts the training loop only (not evaluation or startup).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from bench.common import WORKDIR, median, print_table, warn_if_busy, write_results
+
+
+def plain_loop(steps: int, batch: int, threads: int, data_dir: str, arch: str) -> float:
+    """The least a training loop can do: index, scale, normalize, forward, loss, backward, step."""
+    import torch
+    import torch.nn.functional as F
+
+    from models import create_model
+    from training.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_fashion_mnist
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    images, labels = load_fashion_mnist(data_dir, "train")
+    x_all = torch.from_numpy(images).unsqueeze(1)
+    y_all = torch.from_numpy(labels)
+    model = create_model(arch, num_classes=10, in_channels=1, small_input=True).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    perm = torch.randperm(len(y_all))
+    mean, std = FASHION_MNIST_MEAN[0], FASHION_MNIST_STD[0]
+    t0 = time.perf_counter()
+    for i in range(steps):
+        idx = perm[i * batch : (i + 1) * batch]
+        x = (x_all[idx].float() / 255.0 - mean) / std
+        loss = F.cross_entropy(model(x), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def run_resnet_train(steps: int, batch: int, threads: int, data_dir: str, arch: str, workers: int) -> float:
+    out = WORKDIR / "train-bench" / f"workers{workers}"
+    cmd = [sys.executable, "-m", "training.train", "--data", data_dir, "--arch", arch, "--epochs", "1",
+           "--max-steps-per-epoch", str(steps), "--batch-size", str(batch), "--threads", str(threads),
+           "--workers", str(workers), "--no-progress", "--out", str(out)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return rows[-1]["images_per_s"]
+
+
+def run_plain(steps: int, batch: int, threads: int, data_dir: str, arch: str) -> float:
+    cmd = [sys.executable, "-m", "bench.train_bench", "--_plain", "--steps", str(steps), "--batch-size", str(batch),
+           "--threads", str(threads), "--data", data_dir, "--arch", arch]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--arch", default="resnet20")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--workers", default="0,2", help="resnet-train --workers values to measure")
+    p.add_argument("--name", default="train")
+    p.add_argument("--_plain", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._plain:
+        print(plain_loop(args.steps, args.batch_size, args.threads, args.data, args.arch))
+        return
+
+    warn_if_busy()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    common = (args.steps, args.batch_size, args.threads, args.data, args.arch)
+    variants = {"plain loop": lambda: run_plain(*common)}
+    for w in (int(v) for v in args.workers.split(",")):
+        variants[f"resnet-train --workers {w}"] = lambda w=w: run_resnet_train(*common, workers=w)
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(args.repeats):
+        for name, fn in variants.items():
+            samples[name].append(fn())
+            print(f"round {r + 1}: {name:>26}: {samples[name][-1]:7.1f} img/s", flush=True)
+    plain = median(samples["plain loop"])
+    rows = [{"variant": k, "images_per_s": median(v), "runs": ", ".join(f"{s:.0f}" for s in v),
+             "vs_plain": median(v) / plain} for k, v in samples.items()]
+    print_table(rows, ["variant", "images_per_s", "runs", "vs_plain"],
+                f"training {args.arch} on Fashion-MNIST, batch {args.batch_size}, {args.threads} threads, "
+                f"{args.steps} steps")
+    write_results(args.name, {"benchmark": "train", "config": {k: v for k, v in vars(args).items() if k != "_plain"},
+                              "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
