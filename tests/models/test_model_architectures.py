@@ -32,14 +32,15 @@ def test_torchvision_state_dict_loads_strictly_and_gives_the_same_outputs(name: 
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
-    ours = create_model(name).eval()
-    assert set(ours.state_dict()) == set(reference.state_dict())
+    with torch.device("meta"):  # no time spent initialising weights that are replaced anyway
+        ours = create_model(name).eval()
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in reference.named_parameters()]
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.randn(2, 3, 64, 64)
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)  # strict: same names and shapes
+    assert not any(t.is_meta for t in ours.state_dict().values())
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected, got = reference(x), ours(x)
-    assert got.shape == (2, 1000)
+    assert got.shape == (1, 1000)
     assert (got - expected).abs().max().item() < 1e-5
 
 
@@ -63,7 +64,7 @@ def test_cifar_option_a_pads_and_option_b_projects():
     assert isinstance(a.layer2[0].downsample, PadShortcut)
     assert isinstance(b.layer2[0].downsample, nn.Sequential)
     assert isinstance(b.layer2[0].downsample[0], nn.Conv2d)
-    assert n_params(b) > n_params(a)
+    assert n_params(b) - n_params(a) == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)  # 1x1 convs + BN scale/shift
     x = torch.randn(2, 3, 32, 32)
     assert a(x).shape == b(x).shape == (2, 10)
 

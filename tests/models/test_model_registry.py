@@ -50,8 +50,7 @@ def test_duplicate_registration_is_refused():
 def test_tiny_forward_and_backward(name: str):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5).train()
-    size = 32 if name in CIFAR else 64
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, 3, 32, 32)  # ImageNet nets end at 1x1 here: enough for gradients to reach every layer
     out = model(x)
     assert out.shape == (2, 5)
     assert torch.isfinite(out).all()
