@@ -139,7 +139,10 @@ def mix_batch(x: Tensor, t: Tensor, *, mixup_alpha: float, cutmix_alpha: float, 
 
 
 def kd_loss(student: Tensor, teacher: Tensor, target: Tensor, *, alpha: float, temperature: float) -> Tensor:
-    """Hinton et al. 2015: (1 - a) CE(target, softmax z) + a T^2 KL(softmax(r/T) || softmax(z/T))."""
+    """Hinton et al. 2015, student logits s, teacher logits t: (1 - a) CE(target, softmax s) + a T^2 KL(pt || ps).
+
+    pt = softmax(t / T), ps = softmax(s / T); the KL divergence is averaged over the batch.
+    """
     T = temperature
     kl = F.kl_div(F.log_softmax(student.float() / T, -1), F.log_softmax(teacher.float() / T, -1),
                   reduction="batchmean", log_target=True)

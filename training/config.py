@@ -27,6 +27,7 @@ class TrainConfig:
     small_input: bool | None = None  # None = on for images <= 64 px
     widths: list[int] = field(default_factory=list)  # channels of each stage; empty = the architecture's own
     zero_init_residual: bool = False
+    shortcut: str = "default"  # CIFAR nets: A (zero-padding identity, the default) or B (1x1 projections)
     pretrained: str = ""  # torchvision-format weights; the classifier is replaced for the new classes
     freeze_backbone: bool = False
     head_lr_mult: float = 1.0
@@ -81,6 +82,7 @@ CHOICES = {
     "lr_scaling": ("linear", "none"),
     "schedule": ("cosine", "step", "constant"),
     "amp": ("none", "bf16", "fp16"),
+    "shortcut": ("default", "A", "B"),
 }
 
 

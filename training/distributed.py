@@ -54,6 +54,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def broadcast_from_main(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's weights and buffers (BN statistics drift per rank: DDP syncs them only on forward)."""
+    if dist.is_available() and dist.is_initialized():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

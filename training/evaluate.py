@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from models import Checkpoint, CheckpointError, load_checkpoint
 from models.atomic import atomic_write_bytes
+from training.config import TrainConfig
 from training.data import (
     FASHION_MNIST_CLASSES,
     IMAGE_EXTENSIONS,
@@ -36,7 +37,7 @@ from training.distributed import resolve_device
 from training.plots import plot_confusion
 
 log = logging.getLogger("resnet-eval")
-DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DEFAULT_FASHION_MNIST_DIR = TrainConfig.fashion_mnist_dir
 
 
 def image_folder_samples(root: Path, classes: list[str]) -> tuple[list[Sample], Path]:
@@ -116,8 +117,8 @@ def summarize(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dic
     totals = cm.sum(axis=1)
     return {
         "count": len(labels),
-        "top1": float((pred == y).float().mean()),
-        "top5": float((top == y[:, None]).any(1).float().mean()),
+        "top1": int((pred == y).sum()) / len(labels),  # exact ratios, as the training loop reports them
+        "top5": int((top == y[:, None]).any(1).sum()) / len(labels),
         "loss": float(torch.nn.functional.cross_entropy(t, y)),
         "per_class": {c: {"accuracy": float(cm[i, i] / totals[i]) if totals[i] else None, "count": int(totals[i])}
                       for i, c in enumerate(classes)},

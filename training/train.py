@@ -78,6 +78,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def optimizer_state_from_file(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint stores dict keys as strings; the optimiser indexes its per-parameter state by int.
+
+    Without this, `load_state_dict` silently keeps the momentum / Adam moments under keys no parameter uses.
+    """
+    return {**state, "state": {int(k): v for k, v in state["state"].items()}}
+
+
 def load_pretrained(model: nn.Module, path: str) -> None:
     """torchvision-format weights (or a project checkpoint) into `model`, all but the classifier (new classes)."""
     try:
@@ -195,7 +203,8 @@ def make_loaders(data: DataBundle, cfg: TrainConfig, info: distributed.DistInfo)
         "num_workers": cfg.workers,
         "pin_memory": info.device.type == "cuda",
         "collate_fn": collate_skip_none,
-        "persistent_workers": cfg.workers > 0,
+        # fresh workers each epoch: they are seeded from the per-epoch seed, so a resumed run augments identically
+        "persistent_workers": False,
     }
     train = DataLoader(
         data.train,
@@ -220,12 +229,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         for name in RUN_CONTROL:
             setattr(stored, name, getattr(cfg, name))
         cfg, resume_state = stored, obj["resume"]
+    elif cfg.resume and info.is_main:
+        log.info("--resume: no %s yet, starting a new run", out / "last.pt")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    seed_everything(cfg.seed + info.rank)
+    seed_everything(cfg.seed)  # the same initial weights on every rank (the EMA copy starts from them too)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -253,6 +264,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     }
     if cfg.widths:
         arch_kwargs["widths"] = list(cfg.widths)
+    if cfg.shortcut != "default":
+        arch_kwargs["shortcut"] = cfg.shortcut
     model = create_model(cfg.arch, **arch_kwargs)
     if cfg.pretrained and resume_state is None:
         load_pretrained(model, cfg.pretrained)
@@ -277,7 +290,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     start_epoch, step, best, history = 0, 0, {"val_top1": -1.0, "epoch": 0}, []
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
+        optimizer.load_state_dict(optimizer_state_from_file(resume_state["optimizer"]))
         scaler.load_state_dict(resume_state["scaler"])
         if ema is not None:
             ema.load_state_dict(resume_state["ema"])
@@ -378,6 +391,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         tr = distributed.all_reduce_sum(
             torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=info.device)
         )
+        distributed.broadcast_from_main(model)  # validate (on all ranks) exactly the weights rank 0 saves
+        if ema is not None:
+            distributed.broadcast_from_main(ema.module)
         eval_model = ema.module if ema is not None else model
         ev = evaluate(eval_model, val_loader, info.device, len(classes), cfg.channels_last)
         confusion = ev.pop("confusion")

@@ -1,0 +1,142 @@
+"""Datasets: ImageFolder checks before training, corrupt files, the seeded split, Fashion-MNIST idx files."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tinydata import CLASSES, TINY_ARGS
+
+from training.data import (
+    FASHION_MNIST_CLASSES,
+    DataError,
+    build_data,
+    load_fashion_mnist,
+    read_idx,
+)
+from training.train import main as train_main
+
+REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def build(root: Path, **kw):
+    return build_data(str(root), fashion_dir="", image_size=32, resize=32, val_fraction=kw.pop("val_fraction", 0.25),
+                      seed=kw.pop("seed", 0), **kw)
+
+
+def paths(dataset) -> set[Path]:
+    return {s.path for s in dataset.samples}
+
+
+def test_class_order_is_sorted_folder_names(image_folder):
+    data = build(image_folder())
+    assert data.classes == sorted(CLASSES)
+    assert len(data.train) == 8 * 3 and len(data.val) == 4 * 3
+    assert data.spec.crop == 32
+
+
+def train_refuses(root: Path, tmp_path: Path, *needles: str) -> None:
+    """`resnet-train` stops with a message naming the problem, before writing anything."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--data", str(root), "--out", str(out), "--epochs", "1", *TINY_ARGS])
+    message = str(exc.value.code)
+    assert message.startswith("resnet-train: error:")
+    for needle in needles:
+        assert needle in message
+    assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_class_missing_from_val_is_a_clear_error(image_folder, tmp_path):
+    root = image_folder()
+    shutil.rmtree(root / "val" / "green")
+    with pytest.raises(DataError, match=r"missing.*green"):
+        build(root)
+    train_refuses(root, tmp_path, "green", "missing")
+
+
+def test_empty_class_folder_is_a_clear_error(image_folder, tmp_path):
+    root = image_folder()
+    for f in (root / "train" / "red").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="no images"):
+        build(root)
+    train_refuses(root, tmp_path, str(root / "train" / "red"), "no images")
+
+
+def test_val_class_unknown_to_train_is_an_error(image_folder):
+    root = image_folder()
+    shutil.copytree(root / "val" / "red", root / "val" / "purple")
+    with pytest.raises(DataError, match="purple"):
+        build(root)
+
+
+def test_corrupt_images_are_reported_and_skipped(image_folder, caplog):
+    root = image_folder()
+    garbage = root / "train" / "red" / "garbage.png"
+    garbage.write_bytes(b"this is not an image at all")
+    good = (root / "train" / "blue" / "blue_000.png").read_bytes()
+    truncated = root / "train" / "blue" / "truncated.png"
+    truncated.write_bytes(good[: len(good) // 3])
+    empty = root / "val" / "green" / "empty.jpg"
+    empty.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        data = build(root)
+    assert len(data.train) == 8 * 3 and len(data.val) == 4 * 3  # the three bad files are left out
+    for bad in (garbage, truncated, empty):
+        assert bad not in paths(data.train) | paths(data.val)
+        (record,) = [r for r in caplog.records if str(bad) in r.getMessage()]
+        assert "skipping unreadable image" in record.getMessage()
+        assert len(record.getMessage()) > len(f"skipping unreadable image {bad}: ")  # a reason follows the path
+
+
+def test_class_with_only_corrupt_images_is_an_error(image_folder):
+    root = image_folder()
+    for f in (root / "val" / "blue").iterdir():
+        f.write_bytes(b"broken")
+    with pytest.raises(DataError, match="blue"):
+        build(root)
+
+
+def test_without_val_a_seeded_stratified_split(image_folder):
+    root = image_folder(train=8, val=None)
+    a, b, c = build(root, seed=1), build(root, seed=1), build(root, seed=2)
+    assert paths(a.val) == paths(b.val) and paths(a.train) == paths(b.train)  # seeded: reproducible
+    assert paths(a.val) != paths(c.val)
+    all_files = {p for p in (root / "train").rglob("*.png")}
+    assert paths(a.train) | paths(a.val) == all_files and not paths(a.train) & paths(a.val)
+    for label in range(3):  # stratified: 25% of each class
+        assert sum(s.label == label for s in a.val.samples) == 2
+        assert sum(s.label == label for s in a.train.samples) == 6
+
+
+def test_read_idx_matches_what_was_written(tiny_fashion_dir):
+    images = read_idx(tiny_fashion_dir / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(tiny_fashion_dir / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (30, 28, 28) and images.dtype == np.uint8
+    assert labels.tolist() == [i % 10 for i in range(30)]
+
+
+def test_fashion_mnist_folder_builds_the_official_split(tiny_fashion_dir):
+    data = build_data(str(tiny_fashion_dir), fashion_dir="", image_size=0, resize=0, val_fraction=0.1, seed=0)
+    assert data.classes == FASHION_MNIST_CLASSES
+    assert (len(data.train), len(data.val)) == (60, 30)
+    x, y = data.train[3]
+    assert tuple(x.shape) == (1, 28, 28) and y == 3
+    assert data.spec.color_mode == "L" and data.spec.crop == 28
+
+
+@pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_idx_files():
+    images, labels = load_fashion_mnist(REAL_FASHION_MNIST, "test")
+    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+    assert np.bincount(labels).tolist() == [1000] * 10  # the official test split is balanced
+    assert 0 < images.mean() < 255
+
+
+def test_missing_fashion_mnist_files_are_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        load_fashion_mnist(tmp_path, "train")
