@@ -19,8 +19,9 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || { echo "==> creating .venv"; "$PY" -m venv .venv; }
 extra=""; [ "$DEV" = 1 ] && extra="[dev]"
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)$extra"
-if [ ! -f "$stamp" ]; then
+base=".venv/.installed-$(sha256sum < pyproject.toml | cut -c1-16)"
+stamp="$base$extra"
+if [ ! -f "$stamp" ] && [ ! -f "$base[dev]" ]; then  # a dev install covers the plain one
   echo "==> pip install (torch from the local cache, then the project$extra)"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
