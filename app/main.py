@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.middleware import LazyCORSMiddleware, QuietStartupFailureMiddleware, RequestContextMiddleware
 from app.api.routes import feature_maps, health, metrics, model, predict
@@ -26,12 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.service = None
     app.state.startup_error = None
+    app.state.admission = None
     app.state.metrics = ServiceMetrics()
     for router in (predict.router, feature_maps.router, model.router, health.router, metrics.router):
         app.include_router(router)
     install_docs(app)
     install_openapi(app)
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, state=app.state)
     app.add_middleware(LazyCORSMiddleware, state=app.state)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.add_middleware(QuietStartupFailureMiddleware, state=app.state)

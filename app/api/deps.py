@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
@@ -28,6 +29,15 @@ def get_settings(request: Request) -> Settings:
     if settings is None:
         raise NotReadyError("the service is not started")
     return settings
+
+
+async def admit(request: Request) -> AsyncIterator[None]:
+    """Hold one of the image-request slots until the response is done; 503 `overloaded` when none is free."""
+    admission = getattr(request.app.state, "admission", None)
+    if admission is None:
+        raise NotReadyError("the service is not started")
+    with admission.slot():
+        yield
 
 
 def _check_key(settings: Settings, provided: str | None) -> None:

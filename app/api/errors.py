@@ -6,6 +6,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from app.core.errors import (
     BAD_REQUEST,
@@ -20,6 +22,7 @@ from app.core.errors import (
 )
 from models import ResNetServiceError
 
+CLIENT_CLOSED_REQUEST = 499
 _HTTP_KINDS = {400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
 
 
@@ -57,8 +60,14 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(ApiError(kind, headers=dict(exc.headers or {}), detail=exc.detail))
 
 
+async def _client_gone(_: Request, exc: Exception) -> Response:
+    """The client hung up mid-upload: nobody is there to answer; 499 (as nginx) goes to the log and metrics only."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ResNetServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)

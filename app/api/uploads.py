@@ -1,17 +1,32 @@
-"""Reading uploads with a byte limit enforced while streaming: an oversized body is refused, never held whole."""
+"""Reading uploads: per-file byte limits, and the request deadline while the body arrives (slow clients).
+
+The whole body's size is capped before this runs (app/api/body_limit.py); here each file is checked against
+RESNET_MAX_UPLOAD_BYTES, and a body that has not fully arrived by the request deadline is 408 `upload_timeout`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from app.core.errors import MISSING_FILE, TOO_MANY_FILES, UNSUPPORTED_MEDIA_TYPE, ApiError, UploadTooLargeError
+from app.core.errors import (
+    MISSING_FILE,
+    TOO_MANY_FILES,
+    UNSUPPORTED_MEDIA_TYPE,
+    ApiError,
+    UploadTimeoutError,
+    UploadTooLargeError,
+)
 
 CHUNK = 64 * 1024
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file bytes
+MAX_FORM_FIELDS = 64  # text fields next to the files; starlette's default of 1000 only wastes memory
 # Raw bodies: image/* (sniffed again when decoding), plus what `curl --data-binary` sends without -H.
 RAW_TYPES = {"", "application/octet-stream", "application/x-www-form-urlencoded"}
 REFUSED_IMAGE_TYPES = {"image/svg+xml"}
@@ -35,10 +50,14 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _check_content_length(request: Request, limit: int) -> None:
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise UploadTooLargeError(limit)
+@contextlib.asynccontextmanager
+async def _arriving_by(deadline: float, timeout_s: float) -> AsyncIterator[None]:
+    """Stop reading at the request deadline: a client that sends slowly or stops sending gets 408."""
+    try:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+            yield
+    except TimeoutError:
+        raise UploadTimeoutError(timeout_s) from None
 
 
 async def read_capped(upload: UploadFile, limit: int) -> bytes:
@@ -54,41 +73,30 @@ async def read_capped(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_stream(request: Request, limit: int) -> bytes:
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise UploadTooLargeError(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_image(request: Request, limit: int, field: str = "file") -> bytes:
-    """One image from a multipart field `field` or from a raw image/* body."""
+async def read_image(request: Request, limit: int, deadline: float, timeout_s: float, field: str = "file") -> bytes:
+    """One image from a multipart field `field` or from a raw image/* body, fully arrived by `deadline`."""
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
-        _check_content_length(request, limit + MULTIPART_OVERHEAD)
-        async with request.form(max_files=1) as form:
+        async with _arriving_by(deadline, timeout_s), request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
             upload = form.get(field)
             if not isinstance(upload, UploadFile):
                 raise ApiError(MISSING_FILE, field=field)
             return await read_capped(upload, limit)
     if media_type in RAW_TYPES or (media_type.startswith("image/") and media_type not in REFUSED_IMAGE_TYPES):
-        _check_content_length(request, limit)
-        return await _read_stream(request, limit)
+        async with _arriving_by(deadline, timeout_s):
+            return await request.body()  # its size is capped by BodyLimitMiddleware, exactly at `limit`
     raise ApiError(UNSUPPORTED_MEDIA_TYPE, content_type=media_type)
 
 
-async def read_images(request: Request, limit: int, max_files: int,
+async def read_images(request: Request, limit: int, max_files: int, deadline: float, timeout_s: float,
                       field: str = "files") -> list[tuple[str | None, bytes | UploadTooLargeError]]:
     """Up to `max_files` images from a multipart field; an oversized file is returned as its error, in place."""
     media_type = _media_type(request)
     if media_type != "multipart/form-data":
         raise ApiError(UNSUPPORTED_MEDIA_TYPE, content_type=media_type)
-    _check_content_length(request, max_files * (limit + MULTIPART_OVERHEAD))
     try:
-        async with request.form(max_files=max_files) as form:
+        async with (_arriving_by(deadline, timeout_s),
+                    request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS) as form):
             uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
             if not uploads:
                 raise ApiError(MISSING_FILE, field=field)

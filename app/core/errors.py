@@ -36,6 +36,7 @@ INVALID_IMAGE = ErrorKind(400, "invalid_image", "{detail}")
 UNAUTHORIZED = ErrorKind(401, "unauthorized", "missing or invalid API key (send it in the X-API-Key header)")
 NOT_FOUND = ErrorKind(404, "not_found", "{detail}")
 METHOD_NOT_ALLOWED = ErrorKind(405, "method_not_allowed", "{detail}")
+UPLOAD_TIMEOUT = ErrorKind(408, "upload_timeout", "the request body did not arrive within {timeout:g} s")
 PAYLOAD_TOO_LARGE = ErrorKind(413, "payload_too_large", "the upload is larger than the limit of {limit} bytes")
 IMAGE_TOO_LARGE = ErrorKind(413, "image_too_large", "{detail}")
 UNSUPPORTED_MEDIA_TYPE = ErrorKind(
@@ -95,6 +96,14 @@ class DeadlineExceededError(ResNetServiceError):
         self.timeout_s = timeout_s
 
 
+class UploadTimeoutError(ResNetServiceError):
+    """The client sent its body too slowly (or stopped sending): the request deadline passed while reading it."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__("request body not received in time")
+        self.timeout_s = timeout_s
+
+
 class ApiError(Exception):
     """An error response: the catalogue entry, the final message and any extra headers."""
 
@@ -135,6 +144,8 @@ def api_error_from(exc: ResNetServiceError) -> ApiError:
         return ApiError(UNKNOWN_LAYER, layer=exc.layer, choices=", ".join(exc.choices))
     if isinstance(exc, DeadlineExceededError):
         return ApiError(TIMEOUT, timeout=exc.timeout_s or 0.0)
+    if isinstance(exc, UploadTimeoutError):
+        return ApiError(UPLOAD_TIMEOUT, headers={"Connection": "close"}, timeout=exc.timeout_s)
     for exc_type, kind in _BY_DETAIL:
         if isinstance(exc, exc_type):
             return ApiError(kind, detail=str(exc))

@@ -13,6 +13,7 @@ import torch
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from app.core.admission import Admission
 from app.core.config import Settings, get_settings, settings_error_line
 from app.core.errors import StartupError
 from app.core.logging import configure_logging
@@ -47,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level)
     torch.set_num_threads(settings.resolved_torch_threads)
     app.state.settings = settings
+    app.state.admission = Admission(settings.queue_size + settings.max_batch_size, app.state.metrics.in_flight.set)
     try:
         manager = ModelManager(settings, app.state.metrics)
     except ResNetServiceError as e:

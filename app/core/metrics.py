@@ -29,6 +29,8 @@ class ServiceMetrics:
         self.batch_size = Histogram("resnet_batch_size", "Images per forward pass", buckets=_BATCH_BUCKETS,
                                     registry=r)
         self.queue_depth = Gauge("resnet_queue_depth", "Requests waiting in the inference queue", registry=r)
+        self.in_flight = Gauge("resnet_in_flight_requests", "Image requests admitted and not yet answered "
+                               "(at most RESNET_QUEUE_SIZE + RESNET_MAX_BATCH_SIZE)", registry=r)
         self.model = Info("resnet_model", "The model being served", registry=r)
         self.reloads = Counter("resnet_model_reloads", "Model reloads by result", ["result"], registry=r)
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class PreprocessInfo(BaseModel):
@@ -44,6 +44,13 @@ class ReloadRequest(BaseModel):
     class_index: str | None = Field(
         None, description="Class index that must agree with it; default: class_indices.json beside the checkpoint."
     )
+
+    @field_validator("checkpoint", "class_index")
+    @classmethod
+    def _usable_path(cls, v: str | None) -> str | None:
+        if v is not None and any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in v):
+            raise ValueError("a file path cannot contain NUL characters or lone surrogates")
+        return v
 
 
 class ReloadResponse(BaseModel):

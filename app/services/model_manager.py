@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,8 +48,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _beside(checkpoint: Path) -> Path | None:
-    index = checkpoint.with_name(CLASS_INDEX_NAME)
-    return index if index.is_file() else None
+    try:
+        index = checkpoint.with_name(CLASS_INDEX_NAME)
+        return index if index.is_file() else None
+    except (OSError, ValueError):  # "/", "..", names too long: no usable neighbour; loading will say why
+        return None
+
+
+def _refuse_special_file(path: Path | None) -> None:
+    """Only regular files are read: /dev/zero or a FIFO given to reload would be read forever or block."""
+    try:
+        mode = path.stat().st_mode if path is not None else None
+    except (OSError, ValueError):  # missing or unreadable: the loader names the problem
+        return
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise CheckpointError(f"{path}: not a regular file")
 
 
 def configured_sources(settings: Settings) -> tuple[Path, Path | None]:
@@ -86,6 +100,8 @@ class ModelManager:
         else:
             path = Path(checkpoint) if checkpoint else self.settings.checkpoint
             index = Path(class_index) if class_index else _beside(path)
+        for source in (path, index):
+            _refuse_special_file(source)
         ckpt = load_checkpoint(path, map_location=self.device, class_index=index)
         backend = build_backend(self.settings, ckpt, self.device)
         warm_up(backend, ckpt)

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.api.deps import get_service, require_api_key
+from app.api.deps import admit, get_service, require_api_key
 from app.api.uploads import image_body, read_image
 from app.core import errors as e
 from app.services.inference import InferenceService
 
-router = APIRouter(prefix="/v1", tags=["feature maps"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["feature maps"], dependencies=[Depends(require_api_key), Depends(admit)])
 
 
 @router.post(
@@ -21,9 +21,9 @@ router = APIRouter(prefix="/v1", tags=["feature maps"], dependencies=[Depends(re
                 "scaled to 0..255 on its own and drawn as one tile of a grayscale grid.",
     responses={200: {"content": {"image/png": {}}, "description": "PNG grid, one tile per channel."},
                **e.error_responses(e.INVALID_IMAGE, e.BAD_REQUEST, e.UNSUPPORTED_IMAGE_TYPE, e.UNKNOWN_LAYER,
-                                   e.MISSING_FILE, e.UNAUTHORIZED, e.PAYLOAD_TOO_LARGE, e.IMAGE_TOO_LARGE,
-                                   e.UNSUPPORTED_MEDIA_TYPE, e.INVALID_REQUEST, e.NOT_READY, e.TIMEOUT,
-                                   e.INTERNAL_ERROR)},
+                                   e.MISSING_FILE, e.UNAUTHORIZED, e.UPLOAD_TIMEOUT, e.PAYLOAD_TOO_LARGE,
+                                   e.IMAGE_TOO_LARGE, e.UNSUPPORTED_MEDIA_TYPE, e.INVALID_REQUEST, e.NOT_READY,
+                                   e.OVERLOADED, e.TIMEOUT, e.INTERNAL_ERROR)},
     openapi_extra=image_body("file"),
 )
 async def feature_maps(
@@ -32,8 +32,8 @@ async def feature_maps(
     channels: Annotated[int, Query(ge=1, le=64, description="How many channels to draw (the first ones).")] = 16,
     service: InferenceService = Depends(get_service),
 ) -> Response:
-    deadline = service.deadline()
-    data = await read_image(request, service.settings.max_upload_bytes)
+    deadline, settings = service.deadline(), service.settings
+    data = await read_image(request, settings.max_upload_bytes, deadline, settings.request_timeout_s)
     png, shape = await service.feature_maps(data, layer, channels, deadline)
     headers = {"X-Feature-Layer": layer, "X-Feature-Shape": "x".join(map(str, shape)),
                "X-Feature-Channels": str(min(channels, shape[0]))}

@@ -26,8 +26,8 @@ async def describe(service: InferenceService = Depends(get_service)) -> ModelInf
                 "in atomically; requests already running finish on the old model. A bad checkpoint is refused "
                 "with 422 `invalid_checkpoint` and the old model keeps serving. Sending SIGHUP to the process "
                 "reloads the configured checkpoint the same way.",
-    responses=e.error_responses(e.BAD_REQUEST, e.UNAUTHORIZED, e.INVALID_CHECKPOINT, e.INVALID_CONFIGURATION,
-                                e.INVALID_REQUEST, e.NOT_READY),
+    responses=e.error_responses(e.BAD_REQUEST, e.UNAUTHORIZED, e.PAYLOAD_TOO_LARGE, e.INVALID_CHECKPOINT,
+                                e.INVALID_CONFIGURATION, e.INVALID_REQUEST, e.NOT_READY),
     dependencies=[Depends(require_api_key)],
 )
 async def reload(body: Annotated[ReloadRequest | None, Body()] = None,

@@ -6,19 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.deps import get_service, require_api_key
+from app.api.deps import admit, get_service, require_api_key
 from app.api.uploads import image_body, read_image, read_images
 from app.core import errors as e
 from app.schemas.predict import BatchResponse, PredictResponse
 from app.services.inference import InferenceService
 
-router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require_api_key), Depends(admit)])
 
 TopK = Annotated[int | None, Query(
     ge=1, description="How many classes to return (default RESNET_DEFAULT_TOP_K). A value larger than the number "
                       "of classes is clamped to it; values below 1 and non-integers are 422.")]
-_COMMON = (e.UNAUTHORIZED, e.PAYLOAD_TOO_LARGE, e.IMAGE_TOO_LARGE, e.UNSUPPORTED_MEDIA_TYPE, e.INVALID_REQUEST,
-           e.MISSING_FILE, e.BAD_REQUEST, e.NOT_READY, e.OVERLOADED, e.TIMEOUT, e.INTERNAL_ERROR)
+_COMMON = (e.UNAUTHORIZED, e.UPLOAD_TIMEOUT, e.PAYLOAD_TOO_LARGE, e.IMAGE_TOO_LARGE, e.UNSUPPORTED_MEDIA_TYPE,
+           e.INVALID_REQUEST, e.MISSING_FILE, e.BAD_REQUEST, e.NOT_READY, e.OVERLOADED, e.TIMEOUT, e.INTERNAL_ERROR)
 
 
 @router.post(
@@ -31,8 +31,8 @@ _COMMON = (e.UNAUTHORIZED, e.PAYLOAD_TOO_LARGE, e.IMAGE_TOO_LARGE, e.UNSUPPORTED
 )
 async def predict(request: Request, top_k: TopK = None,
                   service: InferenceService = Depends(get_service)) -> PredictResponse:
-    deadline = service.deadline()
-    data = await read_image(request, service.settings.max_upload_bytes)
+    deadline, settings = service.deadline(), service.settings
+    data = await read_image(request, settings.max_upload_bytes, deadline, settings.request_timeout_s)
     return await service.classify(data, top_k, deadline)
 
 
@@ -47,5 +47,6 @@ async def predict_batch(request: Request, top_k: TopK = None,
                         service: InferenceService = Depends(get_service)) -> BatchResponse:
     deadline = service.deadline()
     settings = service.settings
-    uploads = await read_images(request, settings.max_upload_bytes, settings.max_batch_files)
+    uploads = await read_images(request, settings.max_upload_bytes, settings.max_batch_files, deadline,
+                                settings.request_timeout_s)
     return await service.classify_many(uploads, top_k, deadline)
