@@ -207,7 +207,8 @@ def checkpoint_path(spec: str) -> Path:
     if arch not in models.list_models():
         raise SystemExit(f"{spec!r} is neither a checkpoint file nor an architecture: {models.list_models()}")
     crop = int(size or (28 if arch in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110") else 224))
-    path = WORKDIR / "checkpoints" / f"{arch}-{crop}.pt"
+    # One directory each: save_checkpoint writes class_indices.json beside the checkpoint, and the service reads it.
+    path = WORKDIR / "checkpoints" / f"{arch}-{crop}" / "model.pt"
     if path.exists():
         return path
     import torch

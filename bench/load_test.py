@@ -59,14 +59,16 @@ def cpu_seconds(pid: int) -> float:
 class Server:
     """One server process on a free loopback port, started by us and stopped by us (SIGTERM)."""
 
-    def __init__(self, kind: str, ckpt: Path, extra_env: dict[str, str]) -> None:
+    def __init__(self, kind: str, ckpt: Path, extra_env: dict[str, str], root: Path = ROOT) -> None:
         self.kind, self.port = kind, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESNET_", "NAIVE_"))}
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(root)
         if kind == "naive":
             env["NAIVE_CHECKPOINT"] = str(ckpt)
-            args = ["-m", "uvicorn", "bench.naive_server:app", "--host", "127.0.0.1", "--port", str(self.port)]
+            # Access logging off, as for the service (`resnet-serve` turns it off): only the architecture differs.
+            args = ["-m", "uvicorn", "bench.naive_server:app", "--host", "127.0.0.1", "--port", str(self.port),
+                    "--no-access-log"]
             self.ready_path, self.predict_path = "/health", "/predict"
         else:
             env.update(RESNET_CHECKPOINT=str(ckpt), RESNET_BACKEND=kind, RESNET_DEVICE="cpu")
@@ -78,7 +80,7 @@ class Server:
         self.log_path = WORKDIR / "logs" / f"{kind}-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop)
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=self._log,
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180) -> None:
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured load before each window")
     p.add_argument("--env", action="append", default=[], metavar="RESNET_X=V", help="extra service settings")
     p.add_argument("--pipeline-result", default=None, help="bench/results JSON of bench.pipeline_limit to compare")
+    p.add_argument("--service-root", type=Path, default=ROOT,
+                   help="run the service from this copy of the repository (before/after comparisons)")
+    p.add_argument("--label", default="", help="appended to the server names in the table")
     p.add_argument("--name", default=None)
     args = p.parse_args(argv)
 
@@ -212,13 +217,14 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for kind in servers:
-        server = Server(kind, ckpt_path, extra_env)
+        server = Server(kind, ckpt_path, extra_env, ROOT if kind == "naive" else args.service_root)
         try:
             server.wait_ready()
             for c in levels:
                 r = asyncio.run(closed_loop(server.url + server.predict_path, upload, concurrency=c,
                                             warmup=args.warmup, seconds=args.seconds, pid=server.proc.pid))
-                rows.append({"server": "naive" if kind == "naive" else f"service ({kind})", **r})
+                name = "naive" if kind == "naive" else f"service ({kind})"
+                rows.append({"server": f"{name} {args.label}".strip(), **r})
                 print(f"{rows[-1]['server']:>22} c={c:3d}: {r['requests_per_s']:7.1f} req/s  p50 {r['p50_ms']:7.1f}  "
                       f"p90 {r['p90_ms']:7.1f}  p99 {r['p99_ms']:7.1f} ms  {r['statuses']}  "
                       f"batch {r['mean_batch'] or 0:.1f}  server cpu {r['server_cpu_cores']:.2f}  "
@@ -237,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         print(line)
     write_results(args.name or f"load_{ckpt.arch}_{spec.crop}_{args.image}", {
         "benchmark": "load_test", "checkpoint": str(ckpt_path), "arch": ckpt.arch, "image": args.image,
-        "image_bytes": len(data), "settings": extra_env, "references": refs, "rows": rows, "summary": summary,
+        "image_bytes": len(data), "settings": extra_env, "service_root": str(args.service_root), "references": refs,
+        "rows": rows, "summary": summary,
     })
 
 
@@ -270,7 +277,7 @@ def compare(rows: list[dict], refs: list[dict], args, ckpt, spec) -> dict:
     if best16 and pipe_path.exists():
         pipe = json.loads(pipe_path.read_text())
         limit = pipe["best"]["images_per_s"]
-        out["pipeline_limit"] = {"file": str(pipe_path.relative_to(ROOT)), "images_per_s": limit,
+        out["pipeline_limit"] = {"file": str(pipe_path), "images_per_s": limit,
                                  "date": pipe["machine"]["date"]}
         out["service_c16_vs_pipeline"] = best16["requests_per_s"] / limit
         out["lines"].append(f"{best16['server']} at c=16 / pipeline limit ({limit:.1f} img/s, "

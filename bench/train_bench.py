@@ -48,11 +48,19 @@ def plain_loop(steps: int, batch: int, threads: int, data_dir: str, arch: str) -
     return steps * batch / (time.perf_counter() - t0)
 
 
-def run_resnet_train(steps: int, batch: int, threads: int, data_dir: str, arch: str, workers: int) -> float:
-    out = WORKDIR / "train-bench" / f"workers{workers}"
+# resnet-train variants: "same work" turns its default augmentation (pad-crop + flip) off, like the plain loop.
+VARIANTS = {
+    "resnet-train --workers 0, no augmentation (same work)": ["--workers", "0", "--pad", "0", "--no-hflip"],
+    "resnet-train --workers 0 (default augmentation)": ["--workers", "0"],
+    "resnet-train --workers 2 (defaults)": ["--workers", "2"],
+}
+
+
+def run_resnet_train(steps: int, batch: int, threads: int, data_dir: str, arch: str, extra: list[str]) -> float:
+    out = WORKDIR / "train-bench" / "run"
     cmd = [sys.executable, "-m", "training.train", "--data", data_dir, "--arch", arch, "--epochs", "1",
            "--max-steps-per-epoch", str(steps), "--batch-size", str(batch), "--threads", str(threads),
-           "--workers", str(workers), "--no-progress", "--out", str(out)]
+           "--no-progress", "--out", str(out), *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return rows[-1]["images_per_s"]
@@ -73,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arch", default="resnet20")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--workers", default="0,2", help="resnet-train --workers values to measure")
+    p.add_argument("--variants", default=",".join(str(i) for i in range(len(VARIANTS))),
+                   help=f"indices into {list(VARIANTS)}")
     p.add_argument("--name", default="train")
     p.add_argument("--_plain", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -85,13 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     common = (args.steps, args.batch_size, args.threads, args.data, args.arch)
     variants = {"plain loop": lambda: run_plain(*common)}
-    for w in (int(v) for v in args.workers.split(",")):
-        variants[f"resnet-train --workers {w}"] = lambda w=w: run_resnet_train(*common, workers=w)
+    for i in (int(v) for v in args.variants.split(",")):
+        name, extra = list(VARIANTS.items())[i]
+        variants[name] = lambda extra=extra: run_resnet_train(*common, extra=extra)
     samples: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.repeats):
         for name, fn in variants.items():
             samples[name].append(fn())
-            print(f"round {r + 1}: {name:>26}: {samples[name][-1]:7.1f} img/s", flush=True)
+            print(f"round {r + 1}: {name:>55}: {samples[name][-1]:7.1f} img/s", flush=True)
     plain = median(samples["plain loop"])
     rows = [{"variant": k, "images_per_s": median(v), "runs": ", ".join(f"{s:.0f}" for s in v),
              "vs_plain": median(v) / plain} for k, v in samples.items()]

@@ -96,7 +96,7 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="resnet-export", description="Export a checkpoint to ONNX for the service.")
     parser.add_argument("checkpoint", help="checkpoint file written by resnet-train (or save_checkpoint)")
-    parser.add_argument("--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
+    parser.add_argument("-o", "--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1")
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from pathlib import Path
 
 import torch
 
@@ -58,6 +59,11 @@ def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     from app.backends.onnx_backend import OnnxRuntimeBackend
 
     onnx_path = str(settings.onnx_path) if settings.onnx_path else None
+    if onnx_path and not _same_file(checkpoint.path, settings.checkpoint) and _exported_from_another(onnx_path,
+                                                                                                     checkpoint):
+        # RESNET_ONNX_PATH belongs to RESNET_CHECKPOINT; a reload of another checkpoint exports that one instead.
+        log.info("%s is not RESNET_CHECKPOINT: exporting it to ONNX instead of using %s", checkpoint.path, onnx_path)
+        onnx_path = None
     try:
         return OnnxRuntimeBackend(checkpoint, onnx_path=onnx_path, threads=settings.resolved_torch_threads,
                                   device=str(device))
@@ -65,3 +71,21 @@ def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
         raise
     except Exception as e:  # export or session creation failed: say so in one line
         raise ServiceConfigError(f"onnxruntime backend failed to start: {type(e).__name__}: {e}") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _exported_from_another(onnx_path: str, checkpoint: Checkpoint) -> bool:
+    """True when `onnx_path` is a readable export of a different checkpoint (unreadable files fail later, clearly)."""
+    from models.onnx_export import read_onnx_metadata
+
+    try:
+        embedded = read_onnx_metadata(onnx_path).get("checkpoint_sha256")
+    except ResNetServiceError:
+        return False
+    return embedded is not None and embedded != checkpoint.sha256

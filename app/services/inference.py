@@ -82,9 +82,17 @@ class InferenceService:
 
         return await self._in_pool(work, deadline)
 
-    async def _predict(self, tensor: torch.Tensor, model: LoadedModel, deadline: float) -> PredictResult:
+    async def _decode_and_predict(self, data: bytes, model: LoadedModel,
+                                  deadline: float) -> tuple[PredictResult, float]:
+        """Decode in the pool, then batch; announced to the batcher meanwhile, so that batches wait for it."""
+        self.predictor.announce()
         try:
-            return await self.predictor.predict(tensor, model.backend, deadline)
+            tensor, decode_s = await self._decode(data, model, deadline)
+        except BaseException:
+            self.predictor.withdraw()
+            raise
+        try:
+            return await self.predictor.predict(tensor, model.backend, deadline, announced=True), decode_s
         except DeadlineExceededError:
             raise DeadlineExceededError(self.settings.request_timeout_s) from None
 
@@ -92,8 +100,7 @@ class InferenceService:
         """One image -> its top-k classes, with the model that answered and the time spent where."""
         start = time.perf_counter()
         model = self.model()
-        tensor, decode_s = await self._decode(data, model, deadline)
-        result = await self._predict(tensor, model, deadline)
+        result, decode_s = await self._decode_and_predict(data, model, deadline)
         timing = Timing(decode_ms=decode_s * 1e3, queue_ms=result.queue_s * 1e3,
                         inference_ms=result.inference_s * 1e3, batch_size=result.batch_size,
                         total_ms=(time.perf_counter() - start) * 1e3)
@@ -110,12 +117,11 @@ class InferenceService:
             try:
                 if isinstance(data, UploadTooLargeError):
                     raise data
-                tensor, _ = await self._decode(data, model, deadline)
+                result, _ = await self._decode_and_predict(data, model, deadline)
             except ImageError as e:
                 err = api_error_from(e)
                 return BatchItem(index=index, filename=filename, predictions=None,
                                  error=ErrorBody(code=err.code, message=err.message))
-            result = await self._predict(tensor, model, deadline)
             preds = top_k(result.logits, model.checkpoint.classes, k)
             return BatchItem(index=index, filename=filename, predictions=preds, error=None)
 

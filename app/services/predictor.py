@@ -3,6 +3,10 @@
 Requests are preprocessed elsewhere (a thread pool); here they wait at most `max_batch_delay_ms` for
 company, run in one forward pass of at most `max_batch_size`, and each gets its row of logits back.
 The event loop never runs the model.
+
+Callers may `announce()` a request while it is still being decoded. Once they do, a batch under light
+load (the last one had no company) waits only while announced requests are on their way: a lone request
+(concurrency 1) is not held back for the whole delay waiting for company that is not coming.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from app.core.errors import DeadlineExceededError, NotReadyError, QueueFullError
 
 log = logging.getLogger(__name__)
 _STOP = object()
+_WAKE = object()  # put by withdraw(): a batch waiting for announced requests re-checks them
 
 
 @dataclass
@@ -64,6 +69,9 @@ class BatchingPredictor:
         self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._accepting = False
+        self._announcing = False  # set by the first announce(): from then on, wait only for announced requests
+        self._incoming = 0  # announced and not yet queued; only the event loop's thread changes it
+        self._last_batch = 0  # size of the last batch: > 1 means requests are arriving faster than single passes
         self.forward_passes = 0
         self.batch_sizes: Counter[int] = Counter()
 
@@ -89,16 +97,32 @@ class BatchingPredictor:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
-    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float) -> PredictResult:
+    def announce(self) -> None:
+        """A request will reach `predict(..., announced=True)` soon (it is being decoded): batches may wait for it."""
+        self._announcing = True
+        self._incoming += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not come after all (its decode failed)."""
+        self._incoming -= 1
+        with contextlib.suppress(queue.Full):  # a full queue ends the wait anyway
+            self._queue.put_nowait(_WAKE)
+
+    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float, *,
+                      announced: bool = False) -> PredictResult:
         """Queue one preprocessed image (C, H, W) for `backend`; raises QueueFullError or DeadlineExceededError."""
-        if not self._accepting:
-            raise NotReadyError("the service is shutting down")
-        loop = asyncio.get_running_loop()
-        item = _Item(tensor, backend, loop.create_future(), loop, deadline)
         try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise QueueFullError("inference queue is full") from None
+            if not self._accepting:
+                raise NotReadyError("the service is shutting down")
+            loop = asyncio.get_running_loop()
+            item = _Item(tensor, backend, loop.create_future(), loop, deadline)
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                raise QueueFullError("inference queue is full") from None
+        finally:  # only after the put: the inference thread must always see it as incoming or as queued
+            if announced:
+                self._incoming -= 1
         self.observer.queue_depth(self._queue.qsize())
         try:
             return await asyncio.wait_for(item.future, timeout=max(deadline - time.monotonic(), 0.0))
@@ -110,6 +134,8 @@ class BatchingPredictor:
             first = self._queue.get()
             if first is _STOP:
                 return
+            if first is _WAKE:
+                continue
             batch, stop = self._gather(first)
             self.observer.queue_depth(self._queue.qsize())
             # A forward pass holds one model's requests; after a reload, old and new requests run apart.
@@ -125,13 +151,23 @@ class BatchingPredictor:
         batch, end = [first], time.monotonic() + self.max_batch_delay_s
         while len(batch) < self.max_batch_size:
             remaining = end - time.monotonic()
+            # Announced mode, light load and nobody else on the way: waiting would only add latency. Under load
+            # (the last batch had company) the whole delay is used: requests not yet parsed may still join.
+            idle = self._announcing and self._last_batch <= 1 and self._incoming <= 0 and self._queue.empty()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                if remaining <= 0 or idle:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=remaining)
             except queue.Empty:
-                break
+                if remaining <= 0 or idle:
+                    break
+                continue
             if item is _STOP:
                 return batch, True
-            batch.append(item)
+            if item is not _WAKE:
+                batch.append(item)
+        self._last_batch = len(batch)
         return batch, False
 
     def _run_batch(self, items: list[_Item]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -73,12 +75,20 @@ def test_cli_writes_onnx_beside_the_checkpoint(resnet20_ckpt):
 
 
 def test_cli_out_and_bad_checkpoint(resnet20_ckpt, tmp_path):
-    main([str(resnet20_ckpt.path), "--out", str(tmp_path / "x" / "y.onnx")])
+    main([str(resnet20_ckpt.path), "-o", str(tmp_path / "x" / "y.onnx")])
     assert (tmp_path / "x" / "y.onnx").is_file()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match=r"^resnet-export: .*bad\.pt: "):
         main([str(bad)])
+
+
+def test_resnet_export_console_script(resnet20_ckpt, tmp_path):
+    script = shutil.which("resnet-export", path=str(Path(sys.executable).parent))
+    assert script, "resnet-export is not installed beside this Python (pip install -e '.[dev]')"
+    out = tmp_path / "cli.onnx"
+    subprocess.run([script, str(resnet20_ckpt.path), "-o", str(out)], check=True, capture_output=True)
+    assert read_onnx_metadata(out)["checkpoint_sha256"] == resnet20_ckpt.sha256
 
 
 def test_importing_models_does_not_import_onnx():

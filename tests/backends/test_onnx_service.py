@@ -1,9 +1,14 @@
-"""The service with RESNET_BACKEND=onnxruntime answers like the torch backend (in-process app, real lifespan)."""
+"""The service with RESNET_BACKEND=onnxruntime answers like the torch backend (in-process app, real lifespan).
+
+Every endpoint is exercised with both backends; batching must behave the same (one forward pass for the
+files of one /v1/predict/batch call) and scores must agree within SCORE_ATOL.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import io
+from typing import Any
 
 import httpx
 import numpy as np
@@ -13,6 +18,7 @@ from PIL import Image
 from app.core.config import Settings
 from app.main import create_app
 
+# Softmax scores of logits that agree within 1e-4 (tests/backends/test_onnx_export.py) agree closer still.
 SCORE_ATOL = 1e-4
 
 
@@ -26,29 +32,47 @@ def png(seed: int, size: tuple[int, int]) -> bytes:
 IMAGES = [png(seed, size) for seed, size in enumerate([(28, 28), (40, 32), (100, 60), (17, 23)])]
 
 
-async def ask(settings: Settings) -> tuple[list[dict], dict, list[dict]]:
-    """Predictions for every image (one by one, then as one /v1/predict/batch call) and /v1/model."""
+async def ask(settings: Settings, reload_to: str | None = None) -> dict[str, Any]:
+    """Every endpoint once: predictions one by one and as one batch call, model info, health, metrics, feature maps."""
     app = create_app(settings)
+    out: dict[str, Any] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            out["ready"] = (await client.get("/health/ready")).status_code
             single = []
             for data in IMAGES:
                 r = await client.post("/v1/predict", files={"file": ("x.png", data, "image/png")},
                                       params={"top_k": 10})
                 assert r.status_code == 200, r.text
                 single.append(r.json())
+            out["single"] = single
+            predictor = app.state.service.predictor
+            before = predictor.forward_passes
             files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(IMAGES)]
             r = await client.post("/v1/predict/batch", files=files, params={"top_k": 10})
             assert r.status_code == 200, r.text
-            info = (await client.get("/v1/model")).json()
-    return single, info, r.json()["results"]
+            out["batch"], out["batch_passes"] = r.json()["results"], predictor.forward_passes - before
+            out["info"] = (await client.get("/v1/model")).json()
+            out["metrics"] = (await client.get("/metrics")).text
+            fm = await client.post("/v1/feature-maps", params={"layer": "layer1", "channels": 4},
+                                   files={"file": ("x.png", IMAGES[0], "image/png")})
+            out["feature_maps"] = (fm.status_code, fm.headers.get("content-type"), fm.headers.get("X-Feature-Shape"))
+            if reload_to:
+                r = await client.post("/v1/model/reload", json={"checkpoint": reload_to})
+                assert r.status_code == 200, r.text
+                out["reloaded"] = r.json()["model"]
+                r = await client.post("/v1/predict", files={"file": ("x.png", IMAGES[0], "image/png")})
+                out["after_reload"] = r.json()
+    return out
 
 
 @pytest.fixture(scope="module")
 def answers(resnet20_ckpt, resnet20_onnx):
+    # A long batching delay: single requests must still not wait for it (nothing else is on the way), and the
+    # four files of the batch call must share one forward pass.
     common = {"checkpoint": resnet20_ckpt.path, "device": "cpu", "torch_threads": 1, "decode_threads": 2,
-              "max_batch_delay_ms": 2, "log_level": "warning"}
+              "max_batch_delay_ms": 5000, "log_level": "warning"}
     torch_run = asyncio.run(ask(Settings(backend="torch", **common)))
     onnx_run = asyncio.run(ask(Settings(backend="onnxruntime", onnx_path=resnet20_onnx, **common)))
     export_run = asyncio.run(ask(Settings(backend="onnxruntime", **common)))  # exports at startup
@@ -59,18 +83,41 @@ def scores(answer: dict) -> dict[int, float]:
     return {p["index"]: p["score"] for p in answer["predictions"]}
 
 
-def test_onnxruntime_service_reports_its_backend(answers):
-    _, (single, info, _), _ = answers
-    assert info["backend"] == "onnxruntime"
-    assert all(a["model"]["backend"] == "onnxruntime" for a in single)
+@pytest.mark.parametrize("run", [1, 2], ids=["given-onnx-file", "exported-at-startup"])
+def test_onnxruntime_service_reports_its_backend(answers, run):
+    got = answers[run]
+    assert got["info"]["backend"] == "onnxruntime"
+    assert all(a["model"]["backend"] == "onnxruntime" for a in got["single"])
+    assert 'backend="onnxruntime"' in got["metrics"]
 
 
 @pytest.mark.parametrize("run", [1, 2], ids=["given-onnx-file", "exported-at-startup"])
 def test_same_top1_and_scores_as_torch(answers, run):
-    (torch_single, _, torch_batch), other = answers[0], answers[run]
-    other_single, _, other_batch = other
-    for expected, got in zip(torch_single + torch_batch, other_single + other_batch, strict=True):
+    expected_run, got_run = answers[0], answers[run]
+    for expected, got in zip(expected_run["single"] + expected_run["batch"], got_run["single"] + got_run["batch"],
+                             strict=True):
         assert got["predictions"][0]["index"] == expected["predictions"][0]["index"]
         want, have = scores(expected), scores(got)
         assert want.keys() == have.keys()
         assert max(abs(want[i] - have[i]) for i in want) <= SCORE_ATOL
+
+
+@pytest.mark.parametrize("run", [0, 1, 2], ids=["torch", "given-onnx-file", "exported-at-startup"])
+def test_every_endpoint_answers_the_same_way(answers, run):
+    got, reference = answers[run], answers[0]
+    assert got["ready"] == 200
+    assert got["batch_passes"] == 1  # the four files of one batch call: one forward pass
+    assert got["feature_maps"] == (200, "image/png", "16x28x28")  # feature maps stay on the torch path
+    info = {k: v for k, v in got["info"].items() if k not in ("backend", "loaded_at")}
+    assert info == {k: v for k, v in reference["info"].items() if k not in ("backend", "loaded_at")}
+
+
+def test_reload_with_an_onnx_file_exports_the_new_checkpoint(resnet20_ckpt, resnet20_onnx, checkpoint_factory,
+                                                             tmp_path):
+    """RESNET_ONNX_PATH belongs to RESNET_CHECKPOINT; reloading another checkpoint exports that one instead."""
+    other = checkpoint_factory(tmp_path / "other.pt", "resnet20", resnet20_ckpt.preprocess, 10, seed=7)
+    settings = Settings(checkpoint=resnet20_ckpt.path, backend="onnxruntime", onnx_path=resnet20_onnx, device="cpu",
+                        torch_threads=1, log_level="warning")
+    got = asyncio.run(ask(settings, reload_to=str(other.path)))
+    assert got["reloaded"]["checkpoint_sha256"] == other.sha256 and got["reloaded"]["backend"] == "onnxruntime"
+    assert got["after_reload"]["model"]["checkpoint_sha256"] == other.sha256
