@@ -50,14 +50,20 @@ async def test_batched_and_single_predictions_agree(settings_for):
         assert [p["score"] for p in a] == pytest.approx([p["score"] for p in b], abs=1e-5)
 
 
+async def _one_running_one_queued(app, client, backend) -> tuple[asyncio.Task, asyncio.Task]:
+    """Hold the model on a first request and queue a second behind it; return both (unfinished) requests."""
+    backend.armed = True
+    running = asyncio.create_task(client.post("/v1/predict", **_file(1)))
+    await asyncio.to_thread(backend.entered.wait, 10)
+    queued = asyncio.create_task(client.post("/v1/predict", **_file(2)))
+    await _wait_until(lambda: app.state.service.predictor.queue_depth == 1)
+    return running, queued
+
+
 async def test_full_queue_is_503_with_retry_after(settings_for, gated):
     async with serve(settings_for(max_batch_size=1, queue_size=1, max_batch_delay_ms=0)) as (app, client):
         backend = gated[0]
-        backend.armed = True
-        first = asyncio.create_task(client.post("/v1/predict", **_file(1)))
-        await asyncio.to_thread(backend.entered.wait, 10)
-        second = asyncio.create_task(client.post("/v1/predict", **_file(2)))
-        await _wait_until(lambda: app.state.service.predictor.queue_depth == 1)
+        first, second = await _one_running_one_queued(app, client, backend)
         r = await client.post("/v1/predict", **_file(3))
         assert r.status_code == 503
         assert r.headers["Retry-After"] == "1"
@@ -83,11 +89,7 @@ async def test_shutdown_finishes_in_flight_requests(settings_for, gated):
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         backend = gated[0]
-        backend.armed = True
-        running = asyncio.create_task(client.post("/v1/predict", **_file(1)))
-        await asyncio.to_thread(backend.entered.wait, 10)
-        queued = asyncio.create_task(client.post("/v1/predict", **_file(2)))
-        await _wait_until(lambda: app.state.service.predictor.queue_depth == 1)
+        running, queued = await _one_running_one_queued(app, client, backend)
         shutdown = asyncio.create_task(lifespan.__aexit__(None, None, None))
         await _wait_until(lambda: not app.state.service.predictor.accepting)
         late = await client.post("/v1/predict", **_file(3))
