@@ -18,10 +18,10 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || { echo "==> creating .venv"; "$PY" -m venv .venv; }
-extra=""; [ "$DEV" = 1 ] && extra="[dev]"
+extra="[onnx]"; [ "$DEV" = 1 ] && extra="[dev]"  # onnx: RESNET_BACKEND=auto serves with ONNX Runtime on the CPU (~1.9x torch)
 base=".venv/.installed-$(sha256sum < pyproject.toml | cut -c1-16)"
 stamp="$base$extra"
-if [ ! -f "$stamp" ] && [ ! -f "$base[dev]" ]; then  # a dev install covers the plain one
+if [ ! -f "$stamp" ] && [ ! -f "$base[dev]" ]; then  # a dev install covers the serving one
   echo "==> pip install (torch from the local cache, then the project$extra)"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
