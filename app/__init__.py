@@ -1,1 +1,3 @@
-"""The HTTP service: turns a checkpoint into a FastAPI app with dynamic batching (see shared/DESIGN.md)."""
+"""The FastAPI service (see app/main.py)."""
+
+__version__ = "1.0.0"

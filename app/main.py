@@ -1,18 +1,29 @@
-"""The FastAPI app: `create_app(settings)` for tests, `app` for `uvicorn app.main:app` (settings read at startup)."""
+"""The FastAPI app, built from its settings: `create_app(settings)` (tests, `uvicorn --factory app.main:create_app`).
+
+`resnet-serve` runs `create_app` as a uvicorn factory in each worker; `uvicorn app.main:app` also works (the
+module attribute `app` is built on first access from the environment's settings). Nothing is loaded until the
+lifespan starts (app/lifespan.py).
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import sys
 
-from app.api.body_limit import BodyLimitMiddleware
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.middleware.cors import CORSMiddleware
+
+from app import __version__
+from app.api.body_limit import BodyLimitMiddleware, RouteLimits
 from app.api.errors import install_error_handlers
-from app.api.middleware import LazyCORSMiddleware, QuietStartupFailureMiddleware, RequestContextMiddleware
-from app.api.routes import feature_maps, health, metrics, model, predict
+from app.api.middleware import QuietStartupFailureMiddleware, RequestContextMiddleware
+from app.api.routes import feature_maps, health, metrics, model, predict, ui, v2
 from app.api.routes.docs import install_docs
-from app.core.config import Settings
-from app.core.lifespan import lifespan
+from app.core.admission import Admission
+from app.core.config import Settings, get_settings, settings_error_line
 from app.core.metrics import ServiceMetrics
 from app.core.openapi import install_openapi
+from app.lifespan import lifespan
 
 DESCRIPTION = """Image classification with a ResNet checkpoint, with dynamic batching.
 
@@ -21,24 +32,41 @@ send the key in the `X-API-Key` header to the predict, batch, feature-map and re
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; nothing is loaded until its lifespan starts (settings default to the environment's)."""
-    app = FastAPI(title="ResNet inference service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
+    """Build the app for `settings` (default: the environment's; invalid ones exit with one line)."""
+    settings = settings if settings is not None else settings_or_exit()
+    app = FastAPI(title="ResNet inference service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.service = None
+    app.state.service = None  # set by the lifespan; routes answer 503 `not_ready` until then
     app.state.startup_error = None
-    app.state.admission = None
     app.state.metrics = ServiceMetrics()
-    for router in (predict.router, feature_maps.router, model.router, health.router, metrics.router):
+    app.state.admission = Admission(settings.queue_size + settings.max_batch_size, app.state.metrics.in_flight.set)
+    routers = [predict.router, feature_maps.router, model.router, health.router, metrics.router, v2.router, ui.router]
+    for router in routers:
         app.include_router(router)
     install_docs(app)
     install_openapi(app)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, state=app.state)
-    app.add_middleware(LazyCORSMiddleware, state=app.state)
+    app.add_middleware(BodyLimitMiddleware, settings=settings, limits=RouteLimits(routers))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.add_middleware(QuietStartupFailureMiddleware, state=app.state)
     return app
 
 
-app = create_app()
+def settings_or_exit() -> Settings:
+    """The environment's settings; invalid ones end the process with one line (no traceback)."""
+    try:
+        return get_settings()
+    except ValidationError as e:
+        print(f"startup failed: {settings_error_line(e)}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app` for `uvicorn app.main:app`: built from the environment when first asked for."""
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,12 +1,12 @@
 """Shared by the benchmarks: machine description, result files, tables, test images and checkpoints.
 
 Nothing here downloads anything: images are drawn from a seeded generator and resnet50/resnet18
-checkpoints get random weights (speed does not depend on the weight values).
+checkpoints get random weights (speed does not depend on the weight values), built by the tests' builder
+(tests/helpers/checkpoints.py), which the benchmarks share with the tests as `tests.helpers`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from tests.helpers.images import encode
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -157,12 +159,6 @@ def photo_like(width: int, height: int, *, seed: int = 0, mode: str = "RGB") -> 
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode)
 
 
-def encode(img: Image.Image, fmt: str, **kwargs: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
-
-
 IMAGES: dict[str, tuple[str, str, Callable[[], bytes]]] = {
     # name: (description, file extension, maker)
     "photo": ("640x480 JPEG q90 (a typical upload)", "jpg",
@@ -211,20 +207,14 @@ def checkpoint_path(spec: str) -> Path:
     path = WORKDIR / "checkpoints" / f"{arch}-{crop}" / "model.pt"
     if path.exists():
         return path
-    import torch
+    from tests.helpers.checkpoints import class_names, fashion_mnist_spec, make_checkpoint
 
-    torch.manual_seed(0)
+    metrics = {"note": "random weights, for speed benchmarks only"}
     if crop <= 64:  # the small-input stem, single channel, as the Fashion-MNIST model
-        preprocess = models.PreprocessSpec(resize=crop, crop=crop, mean=(0.286,), std=(0.353,), color_mode="L")
-        kwargs = {"num_classes": 10, "in_channels": 1, "small_input": True}
-    else:
-        preprocess = models.PreprocessSpec(resize=round(crop * 256 / 224), crop=crop)
-        kwargs = {"num_classes": 1000}
-    model = models.create_model(arch, **kwargs)
-    classes = [f"class_{i}" for i in range(kwargs["num_classes"])]
-    models.save_checkpoint(path, model, arch=arch, arch_kwargs=kwargs, classes=classes, preprocess=preprocess,
-                           metrics={"note": "random weights, for speed benchmarks only"})
-    return path
+        return make_checkpoint(path, class_names(10), arch=arch, spec=fashion_mnist_spec(crop), metrics=metrics,
+                               small_input=True)
+    spec = models.PreprocessSpec(resize=round(crop * 256 / 224), crop=crop)
+    return make_checkpoint(path, class_names(1000), arch=arch, spec=spec, metrics=metrics)
 
 
 def onnx_path_for(ckpt_path: Path) -> Path:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -40,14 +37,10 @@ from bench.common import (
     warn_if_busy,
     write_results,
 )
+from tests.helpers.server import Server as ServerProcess
+from tests.helpers.server import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -56,54 +49,42 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-class Server:
+class Server(ServerProcess):
     """One server process on a free loopback port, started by us and stopped by us (SIGTERM)."""
 
     def __init__(self, kind: str, ckpt: Path, extra_env: dict[str, str], root: Path = ROOT) -> None:
-        self.kind, self.port = kind, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESNET_", "NAIVE_"))}
         env["PYTHONPATH"] = str(root)
         if kind == "naive":
             env["NAIVE_CHECKPOINT"] = str(ckpt)
             # Access logging off, as for the service (`resnet-serve` turns it off): only the architecture differs.
-            args = ["-m", "uvicorn", "bench.naive_server:app", "--host", "127.0.0.1", "--port", str(self.port),
+            args = ["-m", "uvicorn", "bench.naive_server:app", "--host", "127.0.0.1", "--port", str(port),
                     "--no-access-log"]
-            self.ready_path, self.predict_path = "/health", "/predict"
+            ready_path, self.predict_path = "/health", "/predict"
         else:
             env.update(RESNET_CHECKPOINT=str(ckpt), RESNET_BACKEND=kind, RESNET_DEVICE="cpu")
             if kind == "onnxruntime":
                 env["RESNET_ONNX_PATH"] = str(onnx_path_for(ckpt))
             env.update(extra_env)
-            args = ["-m", "app.cli", "--host", "127.0.0.1", "--port", str(self.port)]
-            self.ready_path, self.predict_path = "/health/ready", "/v1/predict"
-        self.log_path = WORKDIR / "logs" / f"{kind}-{self.port}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop)
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+            args = ["-m", "app.cli", "--host", "127.0.0.1", "--port", str(port)]
+            ready_path, self.predict_path = "/health/ready", "/v1/predict"
+        self.kind = kind
+        log_path = WORKDIR / "logs" / f"{kind}-{port}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__([sys.executable, *args], env, port, log_path, cwd=root, ready_path=ready_path)
 
-    def wait_ready(self, timeout: float = 180) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+    def wait_ready(self, timeout: float = 180, poll: float = 0.3) -> None:
+        try:
+            super().wait_ready(timeout, poll)
+        except RuntimeError:
             if self.proc.poll() is not None:
-                raise SystemExit(f"{self.kind} server exited ({self.proc.returncode}); see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        self.stop()
-        raise SystemExit(f"{self.kind} server not ready after {timeout} s; see {self.log_path}")
+                raise SystemExit(f"{self.kind} server exited ({self.proc.returncode}); see {self.log_path}") from None
+            self.stop()
+            raise SystemExit(f"{self.kind} server not ready after {timeout} s; see {self.log_path}") from None
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    def stop(self, timeout: float = 60) -> int:
+        return super().stop(timeout)
 
 
 async def closed_loop(url: str, upload: tuple[str, bytes, str], *, concurrency: int, warmup: float,
@@ -165,7 +146,7 @@ def reference_times(ckpt_path: Path, backend: str, data: bytes, threads: int) ->
     x = models.load_image_tensor(data, ckpt.preprocess)[None]
     torch.set_num_threads(threads)
     if backend == "onnxruntime":
-        from app.backends.onnx_backend import OnnxRuntimeBackend
+        from models.backends.onnx_backend import OnnxRuntimeBackend
 
         predict = OnnxRuntimeBackend(ckpt, onnx_path=str(onnx_path_for(ckpt_path)), threads=threads,
                                      device="cpu").predict

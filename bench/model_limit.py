@@ -40,7 +40,7 @@ def torch_runner(model: torch.nn.Module, mode: str):
 
 
 def ort_runner(ckpt, onnx_path: Path, threads: int, spinning: bool):
-    from app.backends.onnx_backend import OnnxRuntimeBackend
+    from models.backends.onnx_backend import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(ckpt, onnx_path=str(onnx_path), threads=threads, device="cpu",
                                  allow_spinning=spinning)

@@ -31,7 +31,7 @@ def make_backend(name: str, ckpt_path, threads: int, cache: dict):
         return cache[key]
     ckpt = models.load_checkpoint(ckpt_path)
     if name == "onnxruntime":
-        from app.backends.onnx_backend import OnnxRuntimeBackend
+        from models.backends.onnx_backend import OnnxRuntimeBackend
 
         predict = OnnxRuntimeBackend(ckpt, onnx_path=str(onnx_path_for(ckpt_path)), threads=threads,
                                      device="cpu").predict

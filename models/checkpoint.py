@@ -135,6 +135,50 @@ def save_checkpoint(
     return path
 
 
+def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """The weights in `path`: a project checkpoint's, or a bare torchvision / DataParallel state dict (no `module.`).
+
+    For `--pretrained` and for importing tutorial-style `.pth` files; `CheckpointError` names the problem.
+    """
+    path = Path(path)
+    obj, _ = _read(path)
+    state = _unwrap_bare(obj)
+    if state is None and isinstance(obj, Mapping) and _is_state_dict(obj.get("state_dict")):
+        state = dict(obj["state_dict"])
+    if not state:
+        raise CheckpointError(f"{path}: holds no state dict (neither a checkpoint nor a mapping of tensors)")
+    return state
+
+
+def read_training_state(path: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A `last.pt`'s stored training config and its resume state (model, optimizer, RNG, history, ...)."""
+    path = Path(path)
+    obj, _ = _read(path)
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("resume"), Mapping):
+        raise CheckpointError(f"{path}: holds no resume state (only last.pt written by resnet-train does)")
+    config = (obj.get("training") or {}).get("config")
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{path}: holds no training config")
+    return dict(config), dict(obj["resume"])
+
+
+def publish_checkpoint(src: PathLike, dst: PathLike, *, metrics: Mapping[str, Any] | None = None,
+                       keep_resume: bool = False) -> Path:
+    """Rewrite checkpoint `src` as `dst` (atomically; `dst` may be `src`), with `metrics` merged into its metrics.
+
+    Without `keep_resume` the resume state is dropped: what remains is the file the service loads.
+    """
+    obj, _ = _read(Path(src))
+    if not isinstance(obj, Mapping) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{src}: not a {FORMAT_NAME} file")
+    obj = dict(obj)
+    if metrics:
+        obj["metrics"] = {**dict(obj.get("metrics") or {}), **to_plain(dict(metrics))}
+    if not keep_resume:
+        obj.pop("resume", None)
+    return atomic_torch_save(obj, dst)
+
+
 def _read(path: Path) -> tuple[Any, str]:
     try:
         data = path.read_bytes()
@@ -235,12 +279,45 @@ def _build(path: Path, arch: str, arch_kwargs: dict[str, Any], state: Mapping[st
         raise CheckpointError(f"{path}: cannot build {arch} with {arch_kwargs}: {e}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: 'state_dict' is not a mapping of parameter names to tensors")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:600]
-        raise CheckpointError(f"{path}: weights do not fit {arch} {arch_kwargs}: {detail}") from None
+    misfit = state_dict_misfit(model.state_dict(), state)
+    if misfit:
+        raise CheckpointError(f"{path}: weights do not fit {arch} {arch_kwargs}: {misfit}")
+    model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def state_dict_misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any], shown: int = 4) -> str:
+    """What keeps `given` from loading where `expected` is: a few missing and unexpected keys, shape mismatches."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} is {list(given[k].shape)}, the model's is {list(expected[k].shape)}"
+              for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    for what, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+            parts.append(f"{len(items)} {what}: {', '.join(items[:shown])}{more}")
+    return "; ".join(parts)
+
+
+def _check_head(path: Path, state: Mapping[str, torch.Tensor], classes: list[str], class_index: PathLike) -> None:
+    """A class index whose length disagrees with the classifier's outputs is named before anything is built."""
+    fc = state.get("fc.weight")
+    if fc is not None and fc.ndim == 2 and fc.shape[0] != len(classes):
+        raise CheckpointError(f"{path}: fc has {fc.shape[0]} outputs (fc.weight is {list(fc.shape)}) but "
+                              f"{class_index} lists {len(classes)} classes")
+
+
+def _bare_preprocess(path: Path, arch: str, kwargs: dict[str, Any],
+                     preprocess: PreprocessSpec | Mapping[str, Any] | None) -> PreprocessSpec:
+    if preprocess is None:
+        return default_preprocess(arch, **kwargs)
+    if isinstance(preprocess, PreprocessSpec):
+        return preprocess
+    try:
+        return PreprocessSpec.from_dict(preprocess)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad preprocessing {dict(preprocess)}: {e}") from None
 
 
 def _num_outputs(model: nn.Module) -> int | None:
@@ -255,8 +332,11 @@ def load_checkpoint(
     class_index: PathLike | None = None,
     arch: str | None = None,
     arch_kwargs: Mapping[str, Any] | None = None,
+    preprocess: PreprocessSpec | Mapping[str, Any] | None = None,
 ) -> Checkpoint:
-    """Load a project checkpoint (or a bare torchvision state dict given `arch` and `class_index`).
+    """Load a project checkpoint, or a bare state dict (torchvision-shaped, as the tutorial scripts save it, also
+    with DataParallel's `module.` prefix) given `arch` and `class_index`, with `arch_kwargs` for its builder and
+    `preprocess` (default: the architecture's own, e.g. Resize 256 / CenterCrop 224 / ImageNet mean and std).
 
     Raises `CheckpointError` naming the file and the problem; never unpickles arbitrary objects.
     """
@@ -265,12 +345,15 @@ def load_checkpoint(
     bare = _unwrap_bare(obj)
     if bare is not None:
         if arch is None or class_index is None:
-            raise CheckpointError(f"{path}: a bare state dict needs an architecture and a class index file")
+            raise CheckpointError(f"{path}: a bare state dict needs an architecture and a class index file "
+                                  "(resnet-serve: RESNET_ARCH and RESNET_CLASS_INDEX; the tools: --arch and "
+                                  "--class-index)")
         classes = read_class_index(class_index)
+        _check_head(path, bare, classes, class_index)
         kwargs = {**dict(arch_kwargs or {}), "num_classes": len(classes)}
         meta: dict[str, Any] = {"format": "torchvision-state-dict"}
         model = _build(path, arch, kwargs, bare)
-        spec = default_preprocess(arch, **kwargs)
+        spec = _bare_preprocess(path, arch, kwargs, preprocess)
         metrics: dict[str, Any] = {}
         training: dict[str, Any] = {}
     else:
@@ -286,6 +369,9 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: 'arch' must be a name and 'arch_kwargs' a mapping")
         if not isinstance(obj["classes"], list) or not all(isinstance(c, str) for c in obj["classes"]):
             raise CheckpointError(f"{path}: 'classes' must be a list of class names")
+        if arch is not None and arch != obj["arch"]:
+            raise CheckpointError(f"{path}: a {obj['arch']} checkpoint, not {arch} (it says its own architecture; "
+                                  "an architecture is only needed for a bare state dict)")
         arch, kwargs, classes = obj["arch"], dict(obj["arch_kwargs"]), list(obj["classes"])
         meta = {k: v for k, v in obj.items() if k not in ("state_dict", "resume")}
         model = _build(path, arch, kwargs, obj["state_dict"])

@@ -96,9 +96,12 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="resnet-export", description="Export a checkpoint to ONNX for the service.")
     parser.add_argument("checkpoint", help="checkpoint file written by resnet-train (or save_checkpoint)")
-    parser.add_argument("-o", "--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1")
+    output = parser.add_argument_group("output")
+    output.add_argument("-o", "--out", default=None, help="ONNX file to write (default: the checkpoint's path with "
+                        ".onnx)")
+    output.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: %(default)s)")
+    output.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 instead of a dynamic "
+                        "batch size (default: dynamic)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -121,14 +121,23 @@ def convert_mode(img: Image.Image, color_mode: str) -> Image.Image:
 
 
 def resize_center_crop(img: Image.Image, resize: int, crop: int, interpolation: str = "bilinear") -> Image.Image:
-    """Resize the shorter side to `resize` (aspect kept), then take the central `crop` x `crop` square."""
+    """Resize the shorter side to `resize`, then take the central `crop` x `crop` square, pixel for pixel as
+    torchvision's `Resize(resize, interpolation)` + `CenterCrop(crop)` on a PIL image.
+
+    The one definition: `preprocess_image` (so `load_image_tensor`, the service, `resnet-eval`, `resnet-predict` and
+    validation) and `training.data`'s train-side loader call it.
+    """
     w, h = img.size
-    if min(w, h) != resize:
-        scale = resize / min(w, h)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    short, long = min(w, h), max(w, h)
+    if short != resize:
+        new_long = int(resize * long / short)  # truncated, in torchvision's order of float operations
+        size = (resize, new_long) if w <= h else (new_long, resize)
         img = img.resize(size, INTERPOLATIONS[interpolation], reducing_gap=None)
     w, h = img.size
-    left, top = round((w - crop) / 2.0), round((h - crop) / 2.0)
+    # A side shorter than the crop is padded with zeros, the odd pixel on the right/bottom (torchvision's
+    # CenterCrop); Pillow fills the part of the box outside the image with zeros.
+    left = -((crop - w) // 2) if w < crop else round((w - crop) / 2.0)
+    top = -((crop - h) // 2) if h < crop else round((h - crop) / 2.0)
     return img.crop((left, top, left + crop, top + crop))
 
 

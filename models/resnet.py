@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from models.registry import register_model
+from models.registry import CIFAR, register_model
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -288,26 +288,26 @@ def _cifar_resnet(n: int, num_classes: int, **kwargs) -> ResNet:
     return ResNet(BasicBlock, [n, n, n], num_classes, **kwargs)
 
 
-@register_model
+@register_model(defaults=CIFAR)
 def resnet20(num_classes: int = 10, **kwargs) -> ResNet:
     return _cifar_resnet(3, num_classes, **kwargs)
 
 
-@register_model
+@register_model(defaults=CIFAR)
 def resnet32(num_classes: int = 10, **kwargs) -> ResNet:
     return _cifar_resnet(5, num_classes, **kwargs)
 
 
-@register_model
+@register_model(defaults=CIFAR)
 def resnet44(num_classes: int = 10, **kwargs) -> ResNet:
     return _cifar_resnet(7, num_classes, **kwargs)
 
 
-@register_model
+@register_model(defaults=CIFAR)
 def resnet56(num_classes: int = 10, **kwargs) -> ResNet:
     return _cifar_resnet(9, num_classes, **kwargs)
 
 
-@register_model
+@register_model(defaults=CIFAR)
 def resnet110(num_classes: int = 10, **kwargs) -> ResNet:
     return _cifar_resnet(18, num_classes, **kwargs)

@@ -45,12 +45,15 @@ def build_sample_transform(train_crop: str, crop: int, *, hflip: bool, auto_augm
 
 def pad_crop_flip(x: Tensor, pad: int, hflip: bool, generator: torch.Generator | None = None) -> Tensor:
     """Zero-pad by `pad`, take a random crop of the original size per image, and flip half of them."""
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
-        ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
-        x = torch.stack([padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
+        oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        cols = (ox[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+        x = padded[batch, torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]  # one gather, no loop
     if hflip:
         flip = torch.rand(n, generator=generator) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
@@ -122,10 +125,30 @@ def cutout(x: Tensor, size: int) -> Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def random_erasing(x: Tensor, p: float) -> Tensor:
-    """Zhong et al. 2020: with probability p, replace a random rectangle with random values (per image)."""
-    eraser = v2.RandomErasing(p=p, value="random")
-    return torch.stack([eraser(img) for img in x])
+def random_erasing(x: Tensor, p: float, scale: tuple[float, float] = (0.02, 0.33),
+                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> Tensor:
+    """Zhong et al. 2020: with probability p, replace a random rectangle with N(0, 1) values (per image).
+
+    The rectangle is drawn as torchvision's `RandomErasing(value="random")` draws it (area fraction in `scale`,
+    log-uniform aspect ratio in `ratio`, the first of `attempts` draws that fits), for the whole batch at once.
+    """
+    n, _, h, w = x.shape
+    if p <= 0:
+        return x
+    dev = x.device
+    area = h * w * torch.empty(n, attempts, device=dev).uniform_(*scale)
+    aspect = torch.exp(torch.empty(n, attempts, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1])))
+    eh, ew = torch.sqrt(area * aspect).round().long(), torch.sqrt(area / aspect).round().long()
+    fits = (eh < h) & (ew < w)
+    first = fits.float().argmax(1, keepdim=True)  # the first attempt that fits (if any does)
+    eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
+    apply = fits.any(1) & (torch.rand(n, device=dev) < p)
+    y0 = (torch.rand(n, device=dev) * (h - eh + 1)).long()
+    x0 = (torch.rand(n, device=dev) * (w - ew + 1)).long()
+    ys, xs = torch.arange(h, device=dev).view(1, h, 1), torch.arange(w, device=dev).view(1, 1, w)
+    inside = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1))
+              & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1)) & apply.view(n, 1, 1))
+    return torch.where(inside.unsqueeze(1), torch.randn_like(x), x)
 
 
 def mix_batch(x: Tensor, t: Tensor, *, mixup_alpha: float, cutmix_alpha: float, ricap_beta: float,

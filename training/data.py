@@ -1,4 +1,8 @@
-"""Datasets: Fashion-MNIST from its idx .gz files, and ImageFolder trees (`train/`, `val/`)."""
+"""Datasets: Fashion-MNIST from its idx .gz files, and ImageFolder trees (`train/`, `val/`, optional `test/`).
+
+Validation always comes from data the model does not train on and the test split is never it: Fashion-MNIST
+validates on a seeded, stratified part of its training set and keeps the official test set for one final evaluation.
+"""
 
 from __future__ import annotations
 
@@ -79,6 +83,16 @@ class ArrayDataset(Dataset):
         x = self.images[i]
         return (self.transform(x) if self.transform else x), int(self.labels[i])
 
+    @property
+    def batchable(self) -> bool:
+        """True when a whole batch can be sliced at once (no per-sample transform): see `get_batch`."""
+        return self.transform is None
+
+    def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch by fancy indexing (no per-sample Python work); the batch augmentations run in the loop."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
 
 @dataclass
 class Sample:
@@ -86,23 +100,35 @@ class Sample:
     label: int
 
 
-def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[Sample], list[str]]:
-    """List `root/<class>/*` images; class order is sorted folder names unless `classes` is given."""
+def scan_image_folder(root: Path, classes: list[str] | None = None, *,
+                      subset: bool = False) -> tuple[list[Sample], list[str]]:
+    """List `root/<class>/*` images, labelled by position in `classes` (default: the sorted folder names).
+
+    With `classes`, a folder that is not one of them is an error, and so is a class without a folder unless
+    `subset` (`resnet-eval` on some of a checkpoint's classes). The one scanner of ImageFolder trees: training's
+    `train/`, `val/`, `test/` and `resnet-eval`'s folder.
+    """
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = found if classes is None else classes
-    if not classes:
+    if not found:
         raise DataError(f"{root}: no class folders")
+    if classes is None:
+        classes = found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise DataError(f"{root}: folder(s) {unknown} are not among the classes ({', '.join(classes)})")
     missing = [c for c in classes if c not in found]
-    if missing:
+    if missing and not subset:
         raise DataError(f"{root}: class folder(s) missing: {missing}")
     samples: list[Sample] = []
-    for label, name in enumerate(classes):
+    for name in (c for c in classes if c in found):
         files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if not files:
+        if not files and not subset:
             raise DataError(f"{root / name}: class folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        samples += [Sample(p, label) for p in files]
+        samples += [Sample(p, classes.index(name)) for p in files]
+    if not samples:
+        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return samples, classes
 
 
@@ -128,11 +154,11 @@ def drop_unreadable(samples: list[Sample], classes: list[str] | None = None) -> 
     return good
 
 
-def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Seeded per-class split: `fraction` of each class (at least one image) goes to validation."""
-    by_class: dict[int, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_class[s.label].append(s)
+def stratified_indices(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded per-class split of positions: `fraction` of each class (at least one) goes to validation."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_class[label].append(i)
     rng = random.Random(seed)
     train, val = [], []
     for label in sorted(by_class):
@@ -144,6 +170,12 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
         val += items[:k]
         train += items[k:]
     return train, val
+
+
+def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Seeded per-class split of samples: `fraction` of each class (at least one image) goes to validation."""
+    train, val = stratified_indices([s.label for s in samples], fraction, seed)
+    return [samples[i] for i in train], [samples[i] for i in val]
 
 
 class ImageFolderDataset(Dataset):
@@ -175,6 +207,20 @@ class ImageFolderDataset(Dataset):
         return x, self.samples[i].label
 
 
+class WholeBatches(Dataset):
+    """A `batchable` dataset indexed by a list of positions: with `DataLoader(batch_size=None, sampler=BatchSampler)`
+    each batch is one fancy-indexing call instead of `batch_size` `__getitem__` calls and a collate."""
+
+    def __init__(self, dataset: ArrayDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset.get_batch(indices)
+
+
 def collate_skip_none(batch):
     """Default collation, minus the samples that failed to load."""
     batch = [b for b in batch if b is not None]
@@ -186,11 +232,14 @@ def collate_skip_none(batch):
 @dataclass
 class DataBundle:
     train: Dataset
-    val: Dataset
+    val: Dataset  # held out from training; chooses best.pt and nothing is tuned on anything else
     classes: list[str]
     spec: PreprocessSpec
     name: str
     val_is_preprocessed: bool  # val items are float tensors already through the shared preprocessing
+    test: Dataset | None = None  # evaluated once, after the last epoch
+    test_name: str = ""  # what `test` is, e.g. "fashion-mnist test split"
+    val_source: str = "val"  # where validation came from: "val/", or a held-out fraction of train
 
 
 def fashion_mnist_spec(size: int = 28, resize: int = 0) -> PreprocessSpec:
@@ -232,8 +281,12 @@ def build_data(data: str, *, fashion_dir: str, image_size: int, resize: int, val
         xte, yte = load_fashion_mnist(root, "test")
         if spec.crop != 28 or spec.resize != 28:
             raise DataError("Fashion-MNIST trains at its native 28x28 (--image-size 28)")
-        return DataBundle(ArrayDataset(xtr, ytr, train_transform), PreprocessedArrayDataset(xte, yte, spec),
-                          list(FASHION_MNIST_CLASSES), spec, "fashion-mnist", True)
+        tr, va = stratified_indices(ytr.tolist(), val_fraction, seed)
+        return DataBundle(ArrayDataset(xtr[tr], ytr[tr], train_transform),
+                          PreprocessedArrayDataset(xtr[va], ytr[va], spec), list(FASHION_MNIST_CLASSES), spec,
+                          "fashion-mnist", True,
+                          test=PreprocessedArrayDataset(xte, yte, spec), test_name="fashion-mnist test split",
+                          val_source=f"train (stratified {val_fraction:g}, seed {seed})")
     root = Path(data)
     size = image_size or 224
     spec = image_folder_spec(size, resize or round(size * 8 / 7))
@@ -242,13 +295,19 @@ def build_data(data: str, *, fashion_dir: str, image_size: int, resize: int, val
     train_samples, classes = scan_image_folder(root / "train")
     train_samples = drop_unreadable(train_samples, classes)
     if (root / "val").is_dir():
-        extra = sorted({d.name for d in (root / "val").iterdir() if d.is_dir() and not d.name.startswith(".")}
-                       - set(classes))
-        if extra:
-            raise DataError(f"{root / 'val'}: class folder(s) {extra} are not in {root / 'train'}")
-        val_samples, _ = scan_image_folder(root / "val", classes)
-        val_samples = drop_unreadable(val_samples, classes)
+        val_samples, source = split_samples(root / "val", classes), "val"
     else:
         train_samples, val_samples = stratified_split(train_samples, val_fraction, seed)
+        source = f"train (stratified {val_fraction:g}, seed {seed})"
+    test = None
+    if (root / "test").is_dir():
+        test = ImageFolderDataset(split_samples(root / "test", classes), spec, train=False)
     return DataBundle(ImageFolderDataset(train_samples, spec, train=True, transform=train_transform),
-                      ImageFolderDataset(val_samples, spec, train=False), classes, spec, str(root), True)
+                      ImageFolderDataset(val_samples, spec, train=False), classes, spec, str(root), True,
+                      test=test, test_name=str(root / "test") if test is not None else "", val_source=source)
+
+
+def split_samples(folder: Path, classes: list[str]) -> list[Sample]:
+    """The readable images of a held-out split (`val/`, `test/`), every class of `train/` present."""
+    samples, _ = scan_image_folder(folder, classes)
+    return drop_unreadable(samples, classes)

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+import models.device
+from models.device import DeviceError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -22,20 +25,14 @@ class DistInfo:
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """`auto` = CUDA when available; `cuda` = this process's local GPU; `cuda:N`; `cpu`."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
-        index = int(spec.split(":")[1]) if ":" in spec else local_rank
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) exist")
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if spec != "cpu":
-        raise RuntimeError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    """`--device`: `auto` = CUDA when available; `cuda` = this process's local GPU; `cuda:N`; `cpu`."""
+    try:
+        dev = models.device.resolve_device(spec, local_rank)
+    except DeviceError as e:
+        raise RuntimeError(f"--device {spec}: {e}") from None
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def setup(device: str) -> DistInfo:

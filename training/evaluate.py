@@ -1,9 +1,10 @@
-"""`resnet-eval CHECKPOINT DATA [--out DIR] [--batch-size N] [--class-index F]`: accuracy of a checkpoint.
+"""`resnet-eval CHECKPOINT DATA [--split S] [--out DIR] [--batch-size N]`: accuracy of a checkpoint on one split.
 
-DATA is an ImageFolder root (its `val/` if present, else the root itself, one folder per class) or
-`fashion-mnist` / a folder of its idx files (the official test split). Images go through the shared
-preprocessing exactly as the service does, so the predictions here are the service's predictions.
-Writes `eval.json` and `confusion_matrix.png` into `--out`.
+DATA is an ImageFolder root or `fashion-mnist` / a folder of its idx files. `--split auto` reads the test split
+(Fashion-MNIST's official test set; an ImageFolder's `test/`, else its `val/`, else the root itself, one folder
+per class); `--split val` reads the held-out validation part the checkpoint was trained with. Images go through
+the shared preprocessing exactly as the service does. Reports which split it read; writes `eval.json` and
+`confusion_matrix.png` into `--out`.
 """
 
 from __future__ import annotations
@@ -21,45 +22,37 @@ from torch.utils.data import DataLoader, Dataset
 
 from models import Checkpoint, CheckpointError, load_checkpoint
 from models.atomic import atomic_write_bytes
-from training.config import TrainConfig
+from training.config import HelpFormatter, TrainConfig
 from training.data import (
     FASHION_MNIST_CLASSES,
-    IMAGE_EXTENSIONS,
     DataError,
     ImageFolderDataset,
     PreprocessedArrayDataset,
-    Sample,
     collate_skip_none,
     is_fashion_mnist,
     load_fashion_mnist,
+    scan_image_folder,
+    stratified_indices,
 )
 from training.distributed import resolve_device
+from training.metrics import ClassificationMeter
 from training.plots import plot_confusion
 
 log = logging.getLogger("resnet-eval")
 DEFAULT_FASHION_MNIST_DIR = TrainConfig.fashion_mnist_dir
 
 
-def image_folder_samples(root: Path, classes: list[str]) -> tuple[list[Sample], Path]:
-    """`root/val/<class>/*` (or `root/<class>/*`), labelled by the checkpoint's class order."""
-    folder = root / "val" if (root / "val").is_dir() else root
+def image_folder_split(root: Path, split: str) -> tuple[Path, str]:
+    """The folder `--split` names in an ImageFolder root, and the split's name."""
+    if split == "auto":
+        for name in ("test", "val"):
+            if (root / name).is_dir():
+                return root / name, name
+        return root, "folder"
+    folder = root if split == "folder" else root / split
     if not folder.is_dir():
-        raise DataError(f"{folder}: not a directory")
-    found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not found:
-        raise DataError(f"{folder}: no class folders")
-    unknown = [c for c in found if c not in classes]
-    if unknown:
-        raise DataError(f"{folder}: folder(s) {unknown} are not classes of the checkpoint ({', '.join(classes)})")
-    samples = [
-        Sample(p, classes.index(name))
-        for name in found
-        for p in sorted((folder / name).rglob("*"))
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    ]
-    if not samples:
-        raise DataError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return samples, folder
+        raise DataError(f"{folder}: not a directory (--split {split})")
+    return folder, split
 
 
 class _Indexed(Dataset):
@@ -76,18 +69,28 @@ class _Indexed(Dataset):
         return None if item is None else (item[0], item[1], i)
 
 
-def build_eval_set(data: str, ckpt: Checkpoint) -> tuple[Dataset, list[str], str]:
-    """The dataset (items: preprocessed tensor, label), one id per item, and a description of what was read."""
+def build_eval_set(data: str, ckpt: Checkpoint, split: str = "auto") -> tuple[Dataset, list[str], str, str]:
+    """The dataset (items: preprocessed tensor, label), one id per item, what was read, and the split's name."""
     if is_fashion_mnist(data):
         if ckpt.classes != FASHION_MNIST_CLASSES:
             raise DataError(f"the checkpoint's classes are not Fashion-MNIST's: {ckpt.classes}")
         root = DEFAULT_FASHION_MNIST_DIR if data == "fashion-mnist" else data
-        images, labels = load_fashion_mnist(root, "test")
-        return PreprocessedArrayDataset(images, labels, ckpt.preprocess), [str(i) for i in range(len(labels))], \
-            f"fashion-mnist test split ({root})"
-    samples, folder = image_folder_samples(Path(data), ckpt.classes)
+        if split in ("auto", "test"):
+            images, labels = load_fashion_mnist(root, "test")
+            return PreprocessedArrayDataset(images, labels, ckpt.preprocess), [str(i) for i in range(len(labels))], \
+                f"fashion-mnist test split ({root})", "test"
+        if split != "val":
+            raise DataError(f"--split {split}: Fashion-MNIST has the splits test and val")
+        cfg = (ckpt.training or {}).get("config", {})
+        fraction, seed = cfg.get("val_fraction", TrainConfig.val_fraction), cfg.get("seed", TrainConfig.seed)
+        images, labels = load_fashion_mnist(root, "train")
+        _, val = stratified_indices(labels.tolist(), fraction, seed)
+        return PreprocessedArrayDataset(images[val], labels[val], ckpt.preprocess), [f"train:{i}" for i in val], \
+            f"fashion-mnist validation split ({fraction:g} of train, seed {seed}; {root})", "val"
+    folder, name = image_folder_split(Path(data), split)
+    samples, _ = scan_image_folder(folder, ckpt.classes, subset=True)
     dataset = ImageFolderDataset(samples, ckpt.preprocess, train=False)
-    return dataset, [str(s.path) for s in samples], str(folder)
+    return dataset, [str(s.path) for s in samples], str(folder), name
 
 
 @torch.inference_mode()
@@ -107,29 +110,21 @@ def predict_all(model: torch.nn.Module, loader: DataLoader, device: torch.device
 
 
 def summarize(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Top-1, top-5, mean cross-entropy, per-class accuracy and the confusion matrix (rows: true class)."""
-    k = len(classes)
-    t = torch.from_numpy(logits)
-    y = torch.from_numpy(labels)
-    top = t.topk(min(5, k), dim=1).indices
-    pred = top[:, 0]
-    cm = torch.bincount(y * k + pred, minlength=k * k).view(k, k).numpy()
-    totals = cm.sum(axis=1)
-    return {
-        "count": len(labels),
-        "top1": int((pred == y).sum()) / len(labels),  # exact ratios, as the training loop reports them
-        "top5": int((top == y[:, None]).any(1).sum()) / len(labels),
-        "loss": float(torch.nn.functional.cross_entropy(t, y)),
-        "per_class": {c: {"accuracy": float(cm[i, i] / totals[i]) if totals[i] else None, "count": int(totals[i])}
-                      for i, c in enumerate(classes)},
-        "confusion": cm.tolist(),
-    }
+    """Top-1, top-5, mean cross-entropy, per-class accuracy and the confusion matrix (rows: true class).
+
+    The same `ClassificationMeter` as the training loop's validation, so the numbers agree exactly.
+    """
+    meter = ClassificationMeter(len(classes))
+    meter.update(torch.from_numpy(logits), torch.from_numpy(labels))
+    result = meter.result(classes)
+    return {**{k: result[k] for k in ("count", "top1", "top5", "loss", "per_class")},
+            "confusion": result["confusion"].tolist()}
 
 
 def evaluate_checkpoint(ckpt: Checkpoint, data: str, *, batch_size: int = 256, device: str = "auto",
-                        workers: int = 0) -> dict[str, Any]:
+                        workers: int = 0, split: str = "auto") -> dict[str, Any]:
     """Everything `resnet-eval` reports, as a dict (also what it writes to eval.json)."""
-    dataset, ids, source = build_eval_set(data, ckpt)
+    dataset, ids, source, split_name = build_eval_set(data, ckpt, split)
     dev = resolve_device(device)
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_skip_none)
@@ -138,6 +133,7 @@ def evaluate_checkpoint(ckpt: Checkpoint, data: str, *, batch_size: int = 256, d
     if len(labels) == 0:
         raise DataError(f"{source}: no image could be read")
     result = {"checkpoint": str(ckpt.path), "sha256": ckpt.sha256, "arch": ckpt.arch, "data": source,
+              "split": split_name,
               "classes": ckpt.classes, **summarize(logits, labels, ckpt.classes)}
     failed = sorted(set(range(len(dataset))) - set(indices.tolist()))
     result["skipped"] = [ids[i] for i in failed]
@@ -151,7 +147,8 @@ def evaluate_checkpoint(ckpt: Checkpoint, data: str, *, batch_size: int = 256, d
 
 
 def report(result: dict[str, Any]) -> str:
-    lines = [f"{result['data']}: {result['count']} images ({len(result['skipped'])} unreadable, skipped)",
+    lines = [f"split: {result['split']}",
+             f"{result['data']}: {result['count']} images ({len(result['skipped'])} unreadable, skipped)",
              f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   loss {result['loss']:.4f}", "",
              "per-class accuracy:"]
     width = max(len(c) for c in result["classes"])
@@ -162,16 +159,27 @@ def report(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="resnet-eval", description=__doc__.splitlines()[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="resnet-eval", description=__doc__.splitlines()[0], allow_abbrev=False,
+                                formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint written by resnet-train (or a bare state dict with --arch)")
     p.add_argument("data", help="ImageFolder root, 'fashion-mnist', or a folder of Fashion-MNIST idx files")
-    p.add_argument("--out", default="", help="folder for eval.json and confusion_matrix.png (default: beside "
-                                             "the checkpoint, in eval/)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--class-index", default=None, help="class_indices.json that must agree with the checkpoint")
-    p.add_argument("--arch", default=None, help="architecture of a bare torchvision state dict")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    data = p.add_argument_group("data")
+    data.add_argument("--split", default="auto", choices=("auto", "test", "val", "train", "folder"),
+                      help="which split to evaluate: auto = the test split (an ImageFolder's test/, else val/, else "
+                           "the folder itself); val = the held-out validation split; folder = DATA itself")
+    model = p.add_argument_group("model")
+    model.add_argument("--class-index", default=None, help="class_indices.json that must agree with the checkpoint; "
+                       "required with --arch (default: none)")
+    model.add_argument("--arch", default=None, help="architecture of a bare torchvision state dict (default: none)")
+    output = p.add_argument_group("output")
+    output.add_argument("--out", default="", help="folder for eval.json and confusion_matrix.png (default: eval/ "
+                        "beside the checkpoint)")
+    runtime = p.add_argument_group("runtime")
+    runtime.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    runtime.add_argument("--device", default="auto", help="auto (CUDA when there is any, else the CPU), cpu, cuda "
+                         "or cuda:N")
+    runtime.add_argument("--workers", type=int, default=0, help="DataLoader worker processes that decode images; "
+                         "0 = in the main process")
     return p
 
 
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ckpt = load_checkpoint(args.checkpoint, class_index=args.class_index, arch=args.arch)
         result = evaluate_checkpoint(ckpt, args.data, batch_size=args.batch_size, device=args.device,
-                                     workers=args.workers)
+                                     workers=args.workers, split=args.split)
     except (CheckpointError, DataError, RuntimeError) as e:
         print(f"resnet-eval: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None

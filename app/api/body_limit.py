@@ -1,40 +1,75 @@
-"""Request body limits, enforced before a handler reads anything.
+"""Request body limits, declared with each route and enforced before its handler reads anything.
 
-A body over its route's limit is refused with 413 at once from Content-Length, or as soon as the bytes received
-pass the limit (chunked bodies), so it is never held whole: multipart files included, which the form parser would
-otherwise spool to disk before any per-file check ran.
+A route says what it takes with `@limit_body(single_image)` / `@limit_body(image_batch)`; every other route takes
+at most a small JSON body. A body over its route's limit is refused with 413 at once from Content-Length, or as
+soon as the bytes received pass the limit (chunked bodies), so it is never held whole: multipart files included,
+which the form parser would otherwise spool to disk before any per-file check ran.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_content
 from app.core.config import Settings
-from app.core.errors import PAYLOAD_TOO_LARGE, UploadTooLargeError, error_body
+from app.core.errors import PAYLOAD_TOO_LARGE, UploadTooLargeError
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file bytes
-SMALL_BODY_LIMIT = 64 * 1024  # every other route takes at most a small JSON body (model reload)
-SINGLE_IMAGE_ROUTES = frozenset({"/v1/predict", "/v1/feature-maps"})
-BATCH_ROUTE = "/v1/predict/batch"
+SMALL_BODY_LIMIT = 64 * 1024  # routes that declare nothing take at most a small JSON body (model reload)
+
+BodyLimit = Callable[[Settings, bool], tuple[int, int]]  # (settings, multipart) -> (allowed, limit in the 413)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def body_limit(settings: Settings, path: str, multipart: bool) -> tuple[int, int]:
-    """(bytes allowed in the body, limit named in the 413 message) for a request to `path`."""
-    if path in SINGLE_IMAGE_ROUTES:
-        return settings.max_upload_bytes + (MULTIPART_OVERHEAD if multipart else 0), settings.max_upload_bytes
-    if path == BATCH_ROUTE:
-        allowed = settings.max_batch_files * (settings.max_upload_bytes + MULTIPART_OVERHEAD)
-        return allowed, allowed
+def single_image(settings: Settings, multipart: bool) -> tuple[int, int]:
+    """One image of at most RESNET_MAX_UPLOAD_BYTES, raw or as one multipart file."""
+    return settings.max_upload_bytes + (MULTIPART_OVERHEAD if multipart else 0), settings.max_upload_bytes
+
+
+def image_batch(settings: Settings, multipart: bool) -> tuple[int, int]:
+    """RESNET_MAX_BATCH_FILES images of at most RESNET_MAX_UPLOAD_BYTES each."""
+    allowed = settings.max_batch_files * (settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    return allowed, allowed
+
+
+def small_body(settings: Settings, multipart: bool) -> tuple[int, int]:
     return SMALL_BODY_LIMIT, SMALL_BODY_LIMIT
 
 
-def _too_large(limit: int) -> JSONResponse:
-    body = error_body(PAYLOAD_TOO_LARGE.code, PAYLOAD_TOO_LARGE.format(limit=limit))
+def limit_body(limit: BodyLimit) -> Callable[[F], F]:
+    """Declare an endpoint's body limit; put it below the route decorator, so that the route sees the mark."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.body_limit = limit  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+class RouteLimits:
+    """Path pattern -> declared limit, collected from the routers' endpoints when the app is built."""
+
+    def __init__(self, routers: list[APIRouter]) -> None:
+        self._table = [(compile_path(route.path)[0], route.endpoint.body_limit)
+                       for router in routers for route in router.routes
+                       if isinstance(route, APIRoute) and hasattr(route.endpoint, "body_limit")]
+
+    def __call__(self, path: str) -> BodyLimit:
+        """The limit of the route serving `path` (`small_body` where none is declared)."""
+        return next((limit for pattern, limit in self._table if pattern.match(path)), small_body)
+
+
+def _too_large(limit: int, path: str) -> JSONResponse:
+    body = error_content(path, PAYLOAD_TOO_LARGE.code, PAYLOAD_TOO_LARGE.format(limit=limit))
     return JSONResponse(body, PAYLOAD_TOO_LARGE.status)
 
 
@@ -45,21 +80,21 @@ class _BodyRefused(UploadTooLargeError):
 class BodyLimitMiddleware:
     """413 `payload_too_large` for bodies over the route's limit, decided before or while they stream in."""
 
-    def __init__(self, app: ASGIApp, state: Any) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limits: RouteLimits) -> None:
         self.app = app
-        self.state = state
+        self.settings = settings
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        settings = getattr(self.state, "settings", None)
-        if scope["type"] != "http" or settings is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         multipart = headers.get("content-type", "").lower().startswith("multipart/")
-        allowed, shown = body_limit(settings, scope["path"], multipart)
+        allowed, shown = self.limits(scope["path"])(self.settings, multipart)
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > allowed:
-            await _too_large(shown)(scope, receive, send)  # the body is left unread (the server discards it)
+            await _too_large(shown, scope["path"])(scope, receive, send)  # the body is left unread (discarded)
             return
         received, responded, started = 0, False, False
 
@@ -71,7 +106,7 @@ class BodyLimitMiddleware:
                 if received > allowed:
                     if not started:
                         responded = True
-                        await _too_large(shown)(scope, receive, send)
+                        await _too_large(shown, scope["path"])(scope, receive, send)
                     raise _BodyRefused(shown)
             return message
 

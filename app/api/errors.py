@@ -1,6 +1,9 @@
-"""Exception handlers: every error leaves as `{"error": {"code", "message"}}` with its catalogue status."""
+"""Exception handlers: every error leaves with its catalogue status as `{"error": {"code", "message"}}`, or, on the
+Open Inference Protocol's paths (`/v2...`), as that protocol's `{"error": "message"}`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,8 +29,18 @@ CLIENT_CLOSED_REQUEST = 499
 _HTTP_KINDS = {400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
 
 
-def error_response(err: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(err.code, err.message), status_code=err.status, headers=err.headers)
+OIP_PREFIX = "/v2"
+
+
+def error_content(path: str, code: str, message: str) -> dict[str, Any]:
+    """The error body for a request to `path`: the protocol's own shape under /v2, ours elsewhere."""
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        return {"error": message}
+    return error_body(code, message)
+
+
+def error_response(err: ApiError, path: str = "") -> JSONResponse:
+    return JSONResponse(error_content(path, err.code, err.message), status_code=err.status, headers=err.headers)
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -39,25 +52,25 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ResNetServiceError)
-    return error_response(api_error_from(exc))
+    return error_response(api_error_from(exc), request.url.path)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(ApiError(INVALID_REQUEST, detail=validation_message(exc)))
+    return error_response(ApiError(INVALID_REQUEST, detail=validation_message(exc)), request.url.path)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = _HTTP_KINDS.get(exc.status_code) or ErrorKind(exc.status_code, "http_error", "{detail}")
-    return error_response(ApiError(kind, headers=dict(exc.headers or {}), detail=exc.detail))
+    return error_response(ApiError(kind, headers=dict(exc.headers or {}), detail=exc.detail), request.url.path)
 
 
 async def _client_gone(_: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: request id + access log + request metrics + catch-all 500, lazy CORS, quiet startup failure."""
+"""Pure-ASGI middleware: request id + access log + request metrics + catch-all 500, quiet startup failure."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import uuid
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import INTERNAL_ERROR, error_body
+from app.api.errors import error_content
+from app.core.errors import INTERNAL_ERROR
 from app.core.logging import request_id_var
 from app.core.metrics import ServiceMetrics
 
@@ -56,7 +56,7 @@ class RequestContextMiddleware:
             if state["started"]:
                 raise
             state["status"] = INTERNAL_ERROR.status
-            body = error_body(INTERNAL_ERROR.code, INTERNAL_ERROR.format())
+            body = error_content(scope["path"], INTERNAL_ERROR.code, INTERNAL_ERROR.format())
             await JSONResponse(body, INTERNAL_ERROR.status, headers={"X-Request-ID": request_id})(scope, receive, send)
         finally:
             self._record(scope, state["status"], time.perf_counter() - start, request_id)
@@ -72,28 +72,6 @@ class RequestContextMiddleware:
             extra={"request_id": request_id, "method": scope["method"], "path": scope["path"], "status": status,
                    "duration_ms": round(seconds * 1e3, 3), "client": client[0] if client else None},
         )
-
-
-class LazyCORSMiddleware:
-    """CORS for RESNET_CORS_ORIGINS, built on the first request because settings are read lazily (at startup)."""
-
-    def __init__(self, app: ASGIApp, state: Any) -> None:
-        self.app = app
-        self.state = state
-        self._inner: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self._inner is None:
-            settings = getattr(self.state, "settings", None)
-            origins = list(settings.cors_origins) if settings else []
-            self._inner = self.app if not origins else CORSMiddleware(
-                self.app, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
-                expose_headers=["X-Request-ID", "Retry-After"],
-            )
-        await self._inner(scope, receive, send)
 
 
 class QuietStartupFailureMiddleware:

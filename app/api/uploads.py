@@ -88,6 +88,12 @@ async def read_image(request: Request, limit: int, deadline: float, timeout_s: f
     raise ApiError(UNSUPPORTED_MEDIA_TYPE, content_type=media_type)
 
 
+async def read_body(request: Request, deadline: float, timeout_s: float) -> bytes:
+    """The whole raw body, fully arrived by `deadline` (its size is capped by BodyLimitMiddleware)."""
+    async with _arriving_by(deadline, timeout_s):
+        return await request.body()
+
+
 async def read_images(request: Request, limit: int, max_files: int, deadline: float, timeout_s: float,
                       field: str = "files") -> list[tuple[str | None, bytes | UploadTooLargeError]]:
     """Up to `max_files` images from a multipart field; an oversized file is returned as its error, in place."""

@@ -1,37 +1,19 @@
-"""Inference backends: `build_backend` picks one from the settings (docs/CONTRACTS.md)."""
+"""The service's backend choice: `build_backend` picks one of models/backends/ from the settings."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
 import torch
 
-from app.backends.base import InferenceBackend
-from app.backends.torch_backend import TorchBackend
 from app.core.config import Settings
 from app.core.errors import ServiceConfigError
 from models import Checkpoint, ResNetServiceError
+from models.backends import InferenceBackend, TorchBackend, onnx_backend_available, use_channels_last
 
 __all__ = ["InferenceBackend", "TorchBackend", "build_backend", "onnx_backend_available"]
 log = logging.getLogger(__name__)
-
-
-def onnx_backend_available() -> bool:
-    """True when onnxruntime imports and the ONNX backend module is part of this installation."""
-    if importlib.util.find_spec("app.backends.onnx_backend") is None:
-        return False
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def use_channels_last(device: torch.device) -> bool:
-    """channels_last pays off with cuDNN; on the CPU the default layout is as fast for batch sizes we serve."""
-    return device.type == "cuda"
 
 
 def build_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> InferenceBackend:
@@ -53,10 +35,10 @@ def build_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
 def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> InferenceBackend:
     if not onnx_backend_available():
         raise ServiceConfigError(
-            "RESNET_BACKEND=onnxruntime needs the onnxruntime package and app/backends/onnx_backend.py "
+            "RESNET_BACKEND=onnxruntime needs the onnxruntime package and models/backends/onnx_backend.py "
             "(pip install 'resnet-service[onnx]'), or set RESNET_BACKEND=torch"
         )
-    from app.backends.onnx_backend import OnnxRuntimeBackend
+    from models.backends.onnx_backend import OnnxRuntimeBackend
 
     onnx_path = str(settings.onnx_path) if settings.onnx_path else None
     if onnx_path and not _same_file(checkpoint.path, settings.checkpoint) and _exported_from_another(onnx_path,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+from models import PreprocessSpec, list_models
+from models.device import DeviceError, parse_device
 
 
 class Settings(BaseSettings):
@@ -21,6 +21,10 @@ class Settings(BaseSettings):
 
     checkpoint: Path = Path("weights/model.pt")
     class_index: Path | None = None
+    arch: str | None = None  # for a bare state dict (tutorial-style .pth): its architecture
+    arch_kwargs: dict[str, Any] | None = None  # builder options of that architecture (JSON)
+    preprocess: dict[str, Any] | None = None  # its preprocessing (JSON, the checkpoint's `preprocess` keys)
+    model_dir: Path | None = None  # HTTP reload loads only from here; default: the folder of RESNET_CHECKPOINT
     device: str = "auto"
     backend: Literal["auto", "torch", "onnxruntime"] = "auto"
     onnx_path: Path | None = None
@@ -41,21 +45,41 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
+    model_name: str = Field("resnet", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
     @field_validator("device")
     @classmethod
     def _check_device(cls, v: str) -> str:
-        v = v.strip().lower()
-        if not _DEVICE.match(v):
-            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        try:
+            return parse_device(v)
+        except DeviceError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str | None) -> str | None:
+        if v is not None and v not in list_models():
+            raise ValueError(f"unknown architecture {v!r}; known: {', '.join(list_models())}")
         return v
+
+    @field_validator("preprocess")
+    @classmethod
+    def _valid_preprocess(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            PreprocessSpec.from_dict(v)  # ValueError says what is missing or wrong
+        return v
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        """The one folder HTTP reload may load from (symlinks and `..` resolved)."""
+        return (self.model_dir or self.checkpoint.parent).resolve()
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_level(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
 
-    @field_validator("api_key", "class_index", "onnx_path", mode="before")
+    @field_validator("api_key", "class_index", "onnx_path", "arch", "model_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v

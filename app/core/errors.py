@@ -44,6 +44,13 @@ UNSUPPORTED_MEDIA_TYPE = ErrorKind(
     "unsupported Content-Type {content_type!r}; send multipart/form-data or a raw image/* body",
 )
 UNSUPPORTED_IMAGE_TYPE = ErrorKind(415, "unsupported_image_type", "{detail}")
+RELOAD_DISABLED = ErrorKind(
+    403, "reload_disabled",
+    "model reload over HTTP is off: it is enabled only when the service runs with RESNET_API_KEY (send the key in "
+    "X-API-Key); SIGHUP to the server process reloads the configured checkpoint",
+)
+FORBIDDEN_PATH = ErrorKind(403, "forbidden_path",
+                           "only files inside the model folder (RESNET_MODEL_DIR) can be loaded")
 INVALID_REQUEST = ErrorKind(422, "invalid_request", "{detail}")
 MISSING_FILE = ErrorKind(422, "missing_file", "the multipart form needs an image file in the field {field!r}")
 TOO_MANY_FILES = ErrorKind(422, "too_many_files", "too many files; the limit is {limit} per request")
@@ -88,6 +95,22 @@ class QueueFullError(ResNetServiceError):
     """The bounded inference queue is full."""
 
 
+class ForbiddenPathError(ResNetServiceError):
+    """A reload named a file outside RESNET_MODEL_DIR; the answer says nothing about the file itself."""
+
+
+class ProtocolError(ResNetServiceError):
+    """An Open Inference Protocol request that breaks the protocol or the model's inputs (400)."""
+
+
+class ElementError(ResNetServiceError):
+    """Element `index` of a batched request could not be used; answered as its cause, naming the element."""
+
+    def __init__(self, label: str, cause: ResNetServiceError) -> None:
+        super().__init__(f"{label}: {cause}")
+        self.label, self.cause = label, cause
+
+
 class DeadlineExceededError(ResNetServiceError):
     """The request ran past its deadline."""
 
@@ -129,13 +152,20 @@ _BY_DETAIL: list[tuple[type[ResNetServiceError], ErrorKind]] = [
     (ImageDecodeError, INVALID_IMAGE),
     (CheckpointError, INVALID_CHECKPOINT),
     (ServiceConfigError, INVALID_CONFIGURATION),
+    (ProtocolError, BAD_REQUEST),
 ]
 
 
 def api_error_from(exc: ResNetServiceError) -> ApiError:
     """Map a project exception to its response (the one place where exceptions meet HTTP statuses)."""
+    if isinstance(exc, ElementError):
+        err = api_error_from(exc.cause)
+        err.message = f"{exc.label}: {err.message}"
+        return err
     if isinstance(exc, QueueFullError):
         return ApiError(OVERLOADED, headers=dict(_RETRY))
+    if isinstance(exc, ForbiddenPathError):
+        return ApiError(FORBIDDEN_PATH)
     if isinstance(exc, NotReadyError):
         return ApiError(NOT_READY, headers=dict(_RETRY))
     if isinstance(exc, UploadTooLargeError):

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from app.services.predictor import BatchObserver
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class BatchObserver:
+    """The batcher's hooks for metrics; all called from the inference thread."""
+
+    queue_depth: Callable[[int], None] = lambda n: None
+    queue_wait: Callable[[float], None] = lambda s: None
+    batch: Callable[[int, float], None] = lambda size, seconds: None
 
 
 class ServiceMetrics:

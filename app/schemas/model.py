@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class PreprocessInfo(BaseModel):
@@ -40,10 +40,17 @@ class ModelInfo(BaseModel):
 
 
 class ReloadRequest(BaseModel):
-    checkpoint: str | None = Field(None, description="Checkpoint to load; default: the configured RESNET_CHECKPOINT.")
+    """What to load; every field optional (default: the configured one). Paths are inside RESNET_MODEL_DIR."""
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: str | None = Field(None, description="Checkpoint to load, inside RESNET_MODEL_DIR (a relative path "
+                                                     "is taken there); default: the configured RESNET_CHECKPOINT.")
     class_index: str | None = Field(
         None, description="Class index that must agree with it; default: class_indices.json beside the checkpoint."
     )
+    arch: str | None = Field(None, description="Architecture of a bare state dict (as RESNET_ARCH).")
+    arch_kwargs: dict[str, Any] | None = Field(None, description="Its builder options (as RESNET_ARCH_KWARGS).")
+    preprocess: dict[str, Any] | None = Field(None, description="Its preprocessing (as RESNET_PREPROCESS).")
 
     @field_validator("checkpoint", "class_index")
     @classmethod

@@ -13,6 +13,7 @@ import torch
 from app.core.config import Settings
 from app.core.errors import (
     DeadlineExceededError,
+    ElementError,
     NotReadyError,
     UnknownLayerError,
     UploadTooLargeError,
@@ -20,23 +21,21 @@ from app.core.errors import (
 )
 from app.core.metrics import ServiceMetrics
 from app.schemas.errors import ErrorBody
-from app.schemas.model import BatchingInfo, ModelInfo, PreprocessInfo
+from app.schemas.model import BatchingInfo, ModelInfo, PreprocessInfo, ReloadRequest
 from app.schemas.predict import BatchItem, BatchResponse, BatchTiming, ModelRef, Prediction, PredictResponse, Timing
 from app.services.feature_maps import feature_map_png
-from app.services.model_manager import LoadedModel, ModelManager
+from app.services.model_manager import LoadedModel, ModelManager, requested_source
 from app.services.predictor import BatchingPredictor, PredictResult
 from models import ImageError, load_image_tensor
+from models.postprocess import top_k
 
 T = TypeVar("T")
 Upload = tuple[str | None, bytes | UploadTooLargeError]  # (filename, bytes or why they were refused)
 
 
-def top_k(logits: torch.Tensor, classes: list[str], k: int) -> list[Prediction]:
-    """Softmax scores of the `k` best classes, highest first; `k` is clamped to the number of classes."""
-    scores = torch.softmax(logits.float(), dim=-1)
-    values, indices = scores.topk(min(k, len(classes)))
-    return [Prediction(label=classes[i], index=i, score=v) for v, i in zip(values.tolist(), indices.tolist(),
-                                                                           strict=True)]
+def predictions(logits: torch.Tensor, classes: list[str], k: int) -> list[Prediction]:
+    """One image's logits as the response's `predictions` (`models.postprocess.top_k`, the one definition)."""
+    return [Prediction(**p) for p in top_k(logits, classes, k)[0]]
 
 
 class InferenceService:
@@ -58,7 +57,25 @@ class InferenceService:
         return model
 
     def deadline(self) -> float:
+        """When a request arriving now must be answered (RESNET_REQUEST_TIMEOUT_S, upload included)."""
         return time.monotonic() + self.settings.request_timeout_s
+
+    @property
+    def queue_depth(self) -> int:
+        return self.predictor.queue_depth
+
+    def describe(self) -> ModelInfo:
+        """`GET /v1/model`: the model serving now (503 before there is one)."""
+        return model_info(self.model(), self.settings)
+
+    async def reload(self, request: ReloadRequest) -> str | None:
+        """Load what `request` names (default: the configured checkpoint, confined to RESNET_MODEL_DIR) and swap
+        it in; the previous model's sha256."""
+        self.model()  # not ready -> 503
+        source = requested_source(self.settings, request.checkpoint, request.class_index, request.arch,
+                                  request.arch_kwargs, request.preprocess)
+        previous = await self.manager.reload(source)
+        return previous.checkpoint.sha256 if previous else None
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -84,17 +101,10 @@ class InferenceService:
 
     async def _decode_and_predict(self, data: bytes, model: LoadedModel,
                                   deadline: float) -> tuple[PredictResult, float]:
-        """Decode in the pool, then batch; announced to the batcher meanwhile, so that batches wait for it."""
-        self.predictor.announce()
-        try:
+        """Decode in the pool, then batch; reserved in the batcher meanwhile, so that batches wait for it."""
+        async with self.predictor.reserve() as slot:
             tensor, decode_s = await self._decode(data, model, deadline)
-        except BaseException:
-            self.predictor.withdraw()
-            raise
-        try:
-            return await self.predictor.predict(tensor, model.backend, deadline, announced=True), decode_s
-        except DeadlineExceededError:
-            raise DeadlineExceededError(self.settings.request_timeout_s) from None
+            return await slot.predict(tensor, model.backend, deadline), decode_s
 
     async def classify(self, data: bytes, k: int | None, deadline: float) -> PredictResponse:
         """One image -> its top-k classes, with the model that answered and the time spent where."""
@@ -104,8 +114,8 @@ class InferenceService:
         timing = Timing(decode_ms=decode_s * 1e3, queue_ms=result.queue_s * 1e3,
                         inference_ms=result.inference_s * 1e3, batch_size=result.batch_size,
                         total_ms=(time.perf_counter() - start) * 1e3)
-        predictions = top_k(result.logits, model.checkpoint.classes, k or self.settings.default_top_k)
-        return PredictResponse(predictions=predictions, model=model_ref(model), timing_ms=timing)
+        preds = predictions(result.logits, model.checkpoint.classes, k or self.settings.default_top_k)
+        return PredictResponse(predictions=preds, model=model_ref(model), timing_ms=timing)
 
     async def classify_many(self, uploads: list[Upload], k: int | None, deadline: float) -> BatchResponse:
         """Several images; a bad file gets an error entry and does not fail the others."""
@@ -122,12 +132,41 @@ class InferenceService:
                 err = api_error_from(e)
                 return BatchItem(index=index, filename=filename, predictions=None,
                                  error=ErrorBody(code=err.code, message=err.message))
-            preds = top_k(result.logits, model.checkpoint.classes, k)
+            preds = predictions(result.logits, model.checkpoint.classes, k)
             return BatchItem(index=index, filename=filename, predictions=preds, error=None)
 
         results = await asyncio.gather(*(one(i, name, data) for i, (name, data) in enumerate(uploads)))
         return BatchResponse(results=list(results), model=model_ref(model),
                              timing_ms=BatchTiming(total_ms=(time.perf_counter() - start) * 1e3))
+
+    async def infer(self, images: list[bytes] | None, tensor: torch.Tensor | None,
+                    deadline: float) -> tuple[torch.Tensor, LoadedModel]:
+        """Probabilities (N, K) of encoded `images` or of a preprocessed `tensor` (N, C, H, W), one model for all.
+
+        Each item goes through the batcher like a `/v1/predict` request; the first item that cannot be used fails
+        the request with an `ElementError` naming it.
+        """
+        model = self.model()
+        limit = self.settings.max_upload_bytes
+
+        async def image(index: int, data: bytes) -> torch.Tensor:
+            try:
+                if len(data) > limit:
+                    raise UploadTooLargeError(limit)
+                result, _ = await self._decode_and_predict(data, model, deadline)
+            except ImageError as e:
+                raise ElementError(f"input 'image' element {index}", e) from None
+            return result.logits
+
+        async def row(x: torch.Tensor) -> torch.Tensor:
+            return (await self.predictor.predict(x, model.backend, deadline)).logits
+
+        jobs = [image(i, d) for i, d in enumerate(images)] if images is not None else [row(x) for x in tensor]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return torch.softmax(torch.stack(results).float(), dim=1), model
 
     async def feature_maps(self, data: bytes, layer: str, channels: int,
                            deadline: float) -> tuple[bytes, tuple[int, ...]]:

@@ -8,15 +8,18 @@ import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from app.backends import build_backend
-from app.backends.base import InferenceBackend
 from app.core.config import Settings
-from app.core.errors import ServiceConfigError
+from app.core.errors import ForbiddenPathError, ServiceConfigError
 from app.core.metrics import ServiceMetrics
 from models import CLASS_INDEX_NAME, Checkpoint, CheckpointError, ResNetServiceError, load_checkpoint
+from models.backends.base import InferenceBackend
+from models.device import DeviceError
+from models.device import resolve_device as resolve_torch_device
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +38,12 @@ class LoadedModel:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` = CUDA device 0 when there is one, else the CPU; asking for missing CUDA is an error."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ServiceConfigError(f"RESNET_DEVICE={name} but CUDA is not available on this machine; "
-                                 "use RESNET_DEVICE=cpu or auto")
-    index = int(name.split(":", 1)[1]) if ":" in name else 0  # no current_device(): it would create a context
-    if index >= torch.cuda.device_count():
-        raise ServiceConfigError(f"RESNET_DEVICE={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    return torch.device("cuda", index)
+    """`RESNET_DEVICE` to a device; missing CUDA or a GPU index past the last one is a one-line config error."""
+    try:
+        return resolve_torch_device(name)
+    except DeviceError as e:
+        hint = "; use RESNET_DEVICE=cpu or auto" if "not available" in str(e) else ""
+        raise ServiceConfigError(f"RESNET_DEVICE={name} but {e}{hint}") from None
 
 
 def _beside(checkpoint: Path) -> Path | None:
@@ -65,9 +64,48 @@ def _refuse_special_file(path: Path | None) -> None:
         raise CheckpointError(f"{path}: not a regular file")
 
 
-def configured_sources(settings: Settings) -> tuple[Path, Path | None]:
-    """RESNET_CHECKPOINT and its class index: RESNET_CLASS_INDEX, else class_indices.json beside it if present."""
-    return settings.checkpoint, settings.class_index or _beside(settings.checkpoint)
+@dataclass(frozen=True)
+class ModelSource:
+    """What to load: a checkpoint file, its class index and, for a bare state dict, how to build and feed it."""
+
+    checkpoint: Path
+    class_index: Path | None = None
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+    preprocess: dict[str, Any] | None = None
+
+
+def configured_source(settings: Settings) -> ModelSource:
+    """RESNET_CHECKPOINT with RESNET_CLASS_INDEX (else class_indices.json beside it, if present), RESNET_ARCH,
+    RESNET_ARCH_KWARGS and RESNET_PREPROCESS."""
+    return ModelSource(settings.checkpoint, settings.class_index or _beside(settings.checkpoint), settings.arch,
+                       settings.arch_kwargs, settings.preprocess)
+
+
+def requested_source(settings: Settings, checkpoint: str | None, class_index: str | None, arch: str | None = None,
+                     arch_kwargs: dict[str, Any] | None = None,
+                     preprocess: dict[str, Any] | None = None) -> ModelSource:
+    """A reload request's source, confined to RESNET_MODEL_DIR (relative paths are taken inside it).
+
+    Anything that resolves (symlinks and `..` included) outside the folder is a `ForbiddenPathError` raised
+    before the file is touched, so the answer tells nothing about it. Unset fields are the configured ones.
+    """
+    base = configured_source(settings)
+    root = settings.resolved_model_dir
+    path = _inside(root, checkpoint) if checkpoint else base.checkpoint
+    index = _inside(root, class_index) if class_index else (base.class_index if not checkpoint else _beside(path))
+    return ModelSource(path, index, arch or base.arch, arch_kwargs if arch_kwargs is not None else base.arch_kwargs,
+                       preprocess if preprocess is not None else base.preprocess)
+
+
+def _inside(root: Path, name: str) -> Path:
+    try:
+        path = (root / name).resolve()  # an absolute `name` replaces `root`
+    except (OSError, ValueError, RuntimeError):  # symlink loops, NUL bytes: refused like any other outside path
+        raise ForbiddenPathError("outside the model folder") from None
+    if not path.is_relative_to(root):
+        raise ForbiddenPathError("outside the model folder")
+    return path
 
 
 def warm_up(backend: InferenceBackend, checkpoint: Checkpoint) -> None:
@@ -93,16 +131,13 @@ class ModelManager:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def load(self, checkpoint: str | Path | None = None, class_index: str | Path | None = None) -> LoadedModel:
+    def load(self, source: ModelSource | None = None) -> LoadedModel:
         """Load, build the backend and warm up (blocking; call it from a thread). Nothing is swapped."""
-        if checkpoint is None and class_index is None:
-            path, index = configured_sources(self.settings)
-        else:
-            path = Path(checkpoint) if checkpoint else self.settings.checkpoint
-            index = Path(class_index) if class_index else _beside(path)
-        for source in (path, index):
-            _refuse_special_file(source)
-        ckpt = load_checkpoint(path, map_location=self.device, class_index=index)
+        source = source or configured_source(self.settings)
+        for path in (source.checkpoint, source.class_index):
+            _refuse_special_file(path)
+        ckpt = load_checkpoint(source.checkpoint, map_location=self.device, class_index=source.class_index,
+                               arch=source.arch, arch_kwargs=source.arch_kwargs, preprocess=source.preprocess)
         backend = build_backend(self.settings, ckpt, self.device)
         warm_up(backend, ckpt)
         return LoadedModel(ckpt, backend)
@@ -115,11 +150,11 @@ class ModelManager:
         log.info("serving %s (%s, sha256 %s) with %s on %s", ckpt.path.name, ckpt.arch, ckpt.sha256[:12],
                  model.backend.name, model.backend.device)
 
-    async def reload(self, checkpoint: str | None = None, class_index: str | None = None) -> LoadedModel | None:
+    async def reload(self, source: ModelSource | None = None) -> LoadedModel | None:
         """Load and warm up in a thread, then swap; returns the previous model. Raises if the new one is bad."""
         async with self._lock:
             try:
-                new = await asyncio.to_thread(self.load, checkpoint, class_index)
+                new = await asyncio.to_thread(self.load, source)
             except ResNetServiceError:
                 self.metrics.reloads.labels("failure").inc()
                 raise

@@ -4,9 +4,16 @@ Requests are preprocessed elsewhere (a thread pool); here they wait at most `max
 company, run in one forward pass of at most `max_batch_size`, and each gets its row of logits back.
 The event loop never runs the model.
 
-Callers may `announce()` a request while it is still being decoded. Once they do, a batch under light
-load (the last one had no company) waits only while announced requests are on their way: a lone request
-(concurrency 1) is not held back for the whole delay waiting for company that is not coming.
+A request reserves its place while it is still being decoded, in one shape that cannot leak:
+
+    async with predictor.reserve() as slot:
+        tensor = await decode(...)
+        result = await slot.predict(tensor, backend, deadline)
+
+Leaving the block without predicting (a failed decode) withdraws the reservation. Once requests reserve, a
+batch under light load (the last one had no company) waits only while reserved requests are on their way: a
+lone request (concurrency 1) is not held back for the whole delay waiting for company that is not coming.
+A request past its deadline gets `DeadlineExceededError` carrying the configured request timeout.
 """
 
 from __future__ import annotations
@@ -18,17 +25,18 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import torch
 
-from app.backends.base import InferenceBackend
 from app.core.errors import DeadlineExceededError, NotReadyError, QueueFullError
+from app.core.metrics import BatchObserver
+from models.backends.base import InferenceBackend
 
 log = logging.getLogger(__name__)
 _STOP = object()
-_WAKE = object()  # put by withdraw(): a batch waiting for announced requests re-checks them
+_WAKE = object()  # put when a reservation is withdrawn: a batch waiting for reserved requests re-checks them
 
 
 @dataclass
@@ -49,28 +57,20 @@ class _Item:
     enqueued: float = field(default_factory=time.monotonic)
 
 
-@dataclass
-class BatchObserver:
-    """Hooks for metrics; all called from the inference thread."""
-
-    queue_depth: Callable[[int], None] = lambda n: None
-    queue_wait: Callable[[float], None] = lambda s: None
-    batch: Callable[[int, float], None] = lambda size, seconds: None
-
-
 class BatchingPredictor:
     """Gathers queued requests into batches and runs each batch in one forward pass on one thread."""
 
     def __init__(self, max_batch_size: int, max_batch_delay_ms: float, queue_size: int,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None, request_timeout_s: float | None = None) -> None:
         self.max_batch_size = max_batch_size
+        self.request_timeout_s = request_timeout_s  # carried by DeadlineExceededError
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self.observer = observer or BatchObserver()
         self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._accepting = False
-        self._announcing = False  # set by the first announce(): from then on, wait only for announced requests
-        self._incoming = 0  # announced and not yet queued; only the event loop's thread changes it
+        self._announcing = False  # set by the first reserve(): from then on, wait only for reserved requests
+        self._incoming = 0  # reserved and not yet queued; only the event loop's thread changes it
         self._last_batch = 0  # size of the last batch: > 1 means requests are arriving faster than single passes
         self.forward_passes = 0
         self.batch_sizes: Counter[int] = Counter()
@@ -97,20 +97,27 @@ class BatchingPredictor:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
-    def announce(self) -> None:
-        """A request will reach `predict(..., announced=True)` soon (it is being decoded): batches may wait for it."""
+    @contextlib.asynccontextmanager
+    async def reserve(self) -> AsyncIterator[Reservation]:
+        """A place for a request that is still being decoded: batches may wait for it until the block ends."""
         self._announcing = True
         self._incoming += 1
+        slot = Reservation(self)
+        try:
+            yield slot
+        finally:
+            if not slot.used:  # it will not come after all (its decode failed)
+                self._incoming -= 1
+                with contextlib.suppress(queue.Full):  # a full queue ends the wait anyway
+                    self._queue.put_nowait(_WAKE)
 
-    def withdraw(self) -> None:
-        """An announced request will not come after all (its decode failed)."""
-        self._incoming -= 1
-        with contextlib.suppress(queue.Full):  # a full queue ends the wait anyway
-            self._queue.put_nowait(_WAKE)
+    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float) -> PredictResult:
+        """Queue one preprocessed image (C, H, W) for `backend` without a reservation (see `reserve`)."""
+        return await self._submit(tensor, backend, deadline, reserved=False)
 
-    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float, *,
-                      announced: bool = False) -> PredictResult:
-        """Queue one preprocessed image (C, H, W) for `backend`; raises QueueFullError or DeadlineExceededError."""
+    async def _submit(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float, *,
+                      reserved: bool) -> PredictResult:
+        """Queue and wait; raises NotReadyError, QueueFullError or DeadlineExceededError."""
         try:
             if not self._accepting:
                 raise NotReadyError("the service is shutting down")
@@ -121,13 +128,13 @@ class BatchingPredictor:
             except queue.Full:
                 raise QueueFullError("inference queue is full") from None
         finally:  # only after the put: the inference thread must always see it as incoming or as queued
-            if announced:
+            if reserved:
                 self._incoming -= 1
         self.observer.queue_depth(self._queue.qsize())
         try:
             return await asyncio.wait_for(item.future, timeout=max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
-            raise DeadlineExceededError() from None
+            raise DeadlineExceededError(self.request_timeout_s) from None
 
     def _run(self) -> None:
         while True:
@@ -175,7 +182,7 @@ class BatchingPredictor:
         live = [it for it in items if not it.future.cancelled() and it.deadline > now]
         for it in items:
             if it not in live:
-                _resolve(it, exc=DeadlineExceededError())
+                _resolve(it, exc=DeadlineExceededError(self.request_timeout_s))
         if not live:
             return
         for it in live:
@@ -194,6 +201,21 @@ class BatchingPredictor:
         self.observer.batch(len(live), seconds)
         for i, it in enumerate(live):
             _resolve(it, PredictResult(logits[i], now - it.enqueued, seconds, len(live)))
+
+
+class Reservation:
+    """One request's place in the batcher, from `BatchingPredictor.reserve()`; it predicts at most once."""
+
+    def __init__(self, predictor: BatchingPredictor) -> None:
+        self._predictor = predictor
+        self.used = False
+
+    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float) -> PredictResult:
+        """Queue the decoded image (C, H, W) for `backend`; raises QueueFullError or DeadlineExceededError."""
+        if self.used:
+            raise RuntimeError("a reservation predicts once")
+        self.used = True
+        return await self._predictor._submit(tensor, backend, deadline, reserved=True)
 
 
 def _resolve(item: _Item, result: PredictResult | None = None, exc: BaseException | None = None) -> None:

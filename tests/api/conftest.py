@@ -1,67 +1,27 @@
-"""Fixtures for the service tests: tiny checkpoints, generated images, in-process apps and a real server."""
+"""Fixtures for the service tests: in-process apps, a slow model on demand and a real server.
+
+The checkpoints, images and server processes they use are built by tests/helpers/; the shared `checkpoint`
+fixture is in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-from PIL import Image
+from helpers.asgi import serve
+from helpers.checkpoints import make_checkpoint
+from helpers.images import image_bytes
+from helpers.server import Server, start_server
 
 import app.services.model_manager as model_manager_module
-from app.backends.torch_backend import TorchBackend
 from app.core.config import Settings
-from app.main import create_app
-from models import PreprocessSpec, create_model, save_checkpoint
-
-REPO = Path(__file__).resolve().parents[2]
-CLASSES = ["cat", "dog", "bird"]
-SPEC = PreprocessSpec(resize=36, crop=32)
-
-
-def make_checkpoint(path: Path, classes: list[str] = CLASSES, seed: int = 0, spec: PreprocessSpec = SPEC) -> Path:
-    """A resnet20 with random weights and BatchNorm statistics (so different images give different scores)."""
-    torch.manual_seed(seed)
-    kwargs = {"num_classes": len(classes), "in_channels": spec.channels}
-    model = create_model("resnet20", **kwargs)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return save_checkpoint(path, model.eval(), arch="resnet20", arch_kwargs=kwargs, classes=classes, preprocess=spec,
-                           metrics={"val_top1": 0.5, "epoch": 3})
-
-
-def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB") -> bytes:
-    """A noisy image made here, in any Pillow format."""
-    g = torch.Generator().manual_seed(seed)
-    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
-    arr = torch.randint(0, 256, (size[1], size[0], channels), generator=g, dtype=torch.uint8).numpy()
-    img = Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode)
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+from models.backends.torch_backend import TorchBackend
 
 
 @pytest.fixture(scope="session")
@@ -75,26 +35,21 @@ def png() -> bytes:
     return image_bytes("PNG")
 
 
+RELOAD_KEY = "reload-key"
+
+
 @pytest.fixture
-def settings_for(checkpoint) -> Callable[..., Settings]:
-    """Test settings: CPU, torch backend, few threads; keyword arguments override."""
+def settings_for(checkpoint, tmp_path_factory) -> Callable[..., Settings]:
+    """Test settings: CPU, torch backend, few threads; keyword arguments override. Reloads may load any file the
+    tests made (RESNET_MODEL_DIR is pytest's temp root); they still need an API key (see `reload_client`)."""
 
     def make(**overrides) -> Settings:
         base = {"checkpoint": checkpoint, "device": "cpu", "backend": "torch", "torch_threads": 1,
-                "decode_threads": 2, "max_batch_delay_ms": 2, "log_level": "warning"}
+                "decode_threads": 2, "max_batch_delay_ms": 2, "log_level": "warning",
+                "model_dir": tmp_path_factory.getbasetemp()}
         return Settings(**{**base, **overrides})
 
     return make
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[tuple[object, httpx.AsyncClient]]:
-    """The app with its lifespan running, and an httpx client talking to it in-process."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield application, client
 
 
 @pytest.fixture
@@ -142,66 +97,6 @@ def gated(monkeypatch) -> list[GatedBackend]:
 
 # --- a real server in a subprocess -------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env(**settings: object) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_")}
-    env.update({"PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "RESNET_DEVICE": "cpu", "RESNET_BACKEND": "torch",
-                "RESNET_TORCH_THREADS": "1", "RESNET_DECODE_THREADS": "2", "RESNET_LOG_LEVEL": "info"})
-    env.update({f"RESNET_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
-
-
-class Server:
-    """A service process on a loopback port; `stop()` sends SIGTERM and returns the exit code."""
-
-    def __init__(self, args: list[str], env: dict[str, str], port: int, log_path: Path) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop)
-        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-def start_server(tmp: Path, module: str = "cli", **settings: object) -> Server:
-    """`resnet-serve` (module="cli") or `uvicorn app.main:app` (module="uvicorn") with the given settings."""
-    port = free_port()
-    if module == "cli":
-        args = [sys.executable, "-m", "app.cli", "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        args = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    return Server(args, server_env(**settings), port, tmp / f"server-{port}.log")
-
-
 @pytest.fixture(scope="session")
 def server(checkpoint, tmp_path_factory) -> Iterator[Server]:
     """One `resnet-serve` process shared by the integration tests (batches wait up to 50 ms)."""
@@ -213,3 +108,10 @@ def server(checkpoint, tmp_path_factory) -> Iterator[Server]:
         code = srv.stop()
     assert code in (0, -signal.SIGTERM), srv.output()  # uvicorn re-raises SIGTERM after a clean shutdown
     assert '"message": "stopped"' in srv.output()
+
+
+@pytest.fixture
+async def reload_client(settings_for) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a service with an API key (HTTP reload is on only then); it sends the key."""
+    async with serve(settings_for(api_key=RELOAD_KEY), {"X-API-Key": RELOAD_KEY}) as (_, c):
+        yield c

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from helpers.server import REPO, server_env
 
-from api.conftest import REPO, server_env
 from app import cli
 
 pytestmark = pytest.mark.slow
@@ -76,6 +76,6 @@ def test_flags_override_settings(monkeypatch):
     monkeypatch.setenv("RESNET_PORT", "1234")
     monkeypatch.setenv("RESNET_WORKERS", "1")
     assert cli.main(["--host", "127.0.0.9", "--port", "4321"]) == 0
-    assert calls["app"] == "app.main:app"
+    assert calls["app"] == "app.main:create_app" and calls["factory"] is True
     assert (calls["host"], calls["port"], calls["workers"]) == ("127.0.0.9", 4321, 1)
     assert calls["access_log"] is False  # the app writes its own access log

@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
-
-from api.conftest import REPO, image_bytes, serve
+from helpers.asgi import serve
+from helpers.images import image_bytes
+from helpers.server import REPO
 
 pytestmark = pytest.mark.anyio
 

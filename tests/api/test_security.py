@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from api.conftest import serve
+from helpers.asgi import serve
 
 pytestmark = pytest.mark.anyio
 UNAUTHORIZED = {"error": {"code": "unauthorized",

@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
-from api.conftest import image_bytes, make_checkpoint, start_server
+from helpers.checkpoints import make_checkpoint
+from helpers.images import image_bytes
+from helpers.server import start_server
 
 pytestmark = pytest.mark.slow
 

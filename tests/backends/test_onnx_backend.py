@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.backends.onnx_backend import OnnxRuntimeBackend
 from models import CheckpointError
+from models.backends.onnx_backend import OnnxRuntimeBackend
 
 ATOL = 1e-4
 

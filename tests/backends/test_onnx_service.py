@@ -7,13 +7,11 @@ files of one /v1/predict/batch call) and scores must agree within SCORE_ATOL.
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+from helpers.images import image_bytes
 
 from app.core.config import Settings
 from app.main import create_app
@@ -22,14 +20,7 @@ from app.main import create_app
 SCORE_ATOL = 1e-4
 
 
-def png(seed: int, size: tuple[int, int]) -> bytes:
-    arr = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-IMAGES = [png(seed, size) for seed, size in enumerate([(28, 28), (40, 32), (100, 60), (17, 23)])]
+IMAGES = [image_bytes("PNG", size, seed) for seed, size in enumerate([(28, 28), (40, 32), (100, 60), (17, 23)])]
 
 
 async def ask(settings: Settings, reload_to: str | None = None) -> dict[str, Any]:
@@ -38,7 +29,8 @@ async def ask(settings: Settings, reload_to: str | None = None) -> dict[str, Any
     out: dict[str, Any] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        headers = {"X-API-Key": settings.api_key_value} if settings.api_key_value else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
             out["ready"] = (await client.get("/health/ready")).status_code
             single = []
             for data in IMAGES:
@@ -117,7 +109,7 @@ def test_reload_with_an_onnx_file_exports_the_new_checkpoint(resnet20_ckpt, resn
     """RESNET_ONNX_PATH belongs to RESNET_CHECKPOINT; reloading another checkpoint exports that one instead."""
     other = checkpoint_factory(tmp_path / "other.pt", "resnet20", resnet20_ckpt.preprocess, 10, seed=7)
     settings = Settings(checkpoint=resnet20_ckpt.path, backend="onnxruntime", onnx_path=resnet20_onnx, device="cpu",
-                        torch_threads=1, log_level="warning")
+                        torch_threads=1, log_level="warning", api_key="k", model_dir=tmp_path.parent)
     got = asyncio.run(ask(settings, reload_to=str(other.path)))
     assert got["reloaded"]["checkpoint_sha256"] == other.sha256 and got["reloaded"]["backend"] == "onnxruntime"
     assert got["after_reload"]["model"]["checkpoint_sha256"] == other.sha256

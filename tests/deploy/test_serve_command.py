@@ -8,18 +8,15 @@ predicts, reload on SIGHUP (`docker compose kill -s SIGHUP api`) and shut down g
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
 from deploy_files import (
@@ -33,21 +30,17 @@ from deploy_files import (
     only,
     read_dockerfile,
 )
-from PIL import Image
+from helpers.checkpoints import make_checkpoint
+from helpers.images import image_bytes
+from helpers.server import free_port
 
-from models import create_model, default_preprocess, load_checkpoint, load_image_tensor, save_checkpoint
+from models import default_preprocess, load_checkpoint, load_image_tensor
 
 DEFAULT_WEIGHTS = REPO / "weights" / "model.pt"
 CONTAINER_HEALTH_URL = "http://127.0.0.1:8000/health/ready"
 STARTUP_TIMEOUT_S = 180
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def image_command(port: int) -> list[str]:
@@ -73,9 +66,7 @@ def checkpoint_env(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     if DEFAULT_WEIGHTS.exists():
         return DEFAULT_WEIGHTS, {}
     path = tmp_path_factory.mktemp("weights") / "model.pt"
-    torch.manual_seed(0)
-    save_checkpoint(path, create_model("resnet20", num_classes=3), arch="resnet20", arch_kwargs={"num_classes": 3},
-                    classes=["circle", "square", "triangle"], preprocess=default_preprocess("resnet20"))
+    make_checkpoint(path, ["circle", "square", "triangle"], spec=default_preprocess("resnet20"))
     return path, {"RESNET_CHECKPOINT": str(path)}
 
 
@@ -111,11 +102,7 @@ def png_for(checkpoint) -> bytes:
     """A fixed noise image in the checkpoint's colour mode, a little larger than its input size."""
     spec = checkpoint.preprocess
     side = spec.resize + 8
-    shape = (side, side) if spec.color_mode == "L" else (side, side, 3)
-    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
+    return image_bytes("PNG", size=(side, side), mode=spec.color_mode)
 
 
 def reloads(base: str) -> float:

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from deploy_files import REPO, VENV_BIN
+from helpers.checkpoints import make_checkpoint
 from PIL import Image
 
-from models import create_model, default_preprocess, load_checkpoint, read_class_index, save_checkpoint
+from models import default_preprocess, load_checkpoint, read_class_index
 
 SCRIPT = REPO / "deploy" / "train-and-publish.sh"
 TINY = ["--arch", "resnet20", "--epochs", "1", "--batch-size", "4", "--image-size", "32", "--workers", "0",
@@ -38,8 +39,7 @@ def dataset(tmp_path_factory) -> Path:
 def models_dir(tmp_path) -> Path:
     """The models volume as a fresh one starts: the image's default model (here a 3-class stand-in)."""
     out = tmp_path / "models"
-    save_checkpoint(out / "model.pt", create_model("resnet20", num_classes=3), arch="resnet20",
-                    arch_kwargs={"num_classes": 3}, classes=["a", "b", "c"], preprocess=default_preprocess("resnet20"))
+    make_checkpoint(out / "model.pt", ["a", "b", "c"], spec=default_preprocess("resnet20"))
     return out
 
 

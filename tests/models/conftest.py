@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers.images import encode, noise
 from PIL import Image
 
 from models import PreprocessSpec, create_model, save_checkpoint
@@ -43,20 +42,13 @@ def saved_checkpoint(tmp_path: Path, tiny_model, tiny_spec) -> Path:
     )
 
 
-def encode(img: Image.Image, fmt: str, **save_kwargs) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **save_kwargs)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def make_image() -> Callable[..., bytes]:
     """`make_image(w, h, fmt="PNG", mode="RGB", color=...)` -> encoded bytes."""
 
     def make(w: int, h: int, fmt: str = "PNG", mode: str = "RGB", color=None, **save_kwargs) -> bytes:
         if color is None:
-            rng = np.random.default_rng(0)
-            img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+            img = noise(w, h, seed=0).convert(mode)
         else:
             img = Image.new(mode, (w, h), color)
         return encode(img, fmt, **save_kwargs)

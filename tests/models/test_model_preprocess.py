@@ -9,7 +9,9 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from helpers.images import encode
 from PIL import Image
+from torchvision import transforms
 
 from models import (
     ImageDecodeError,
@@ -19,20 +21,14 @@ from models import (
     load_image_tensor,
     preprocess_image,
 )
-from models.preprocess import convert_mode, decode_image, normalize, resize_center_crop
+from models.preprocess import INTERPOLATIONS, convert_mode, decode_image, normalize, resize_center_crop
 
 RAW = PreprocessSpec(resize=8, crop=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # tensor = pixels / 255
 RAW_L = PreprocessSpec(resize=8, crop=8, mean=(0.0,), std=(1.0,), color_mode="L")
 
 
-def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kwargs)
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize(("size", "resized"), [((400, 200), (128, 64)), ((200, 400), (64, 128)), ((64, 64), (64, 64))])
-def test_resize_shorter_side_then_center_crop(size, resized):
+@pytest.mark.parametrize("size", [(400, 200), (200, 400), (64, 64)])
+def test_resize_shorter_side_then_center_crop(size):
     w, h = size
     img = Image.new("RGB", size)
     img.paste((255, 0, 0), (w // 2 - 5, h // 2 - 5, w // 2 + 5, h // 2 + 5))  # a red dot in the middle
@@ -41,9 +37,54 @@ def test_resize_shorter_side_then_center_crop(size, resized):
     arr = np.asarray(out)
     assert arr[28, 28, 0] > 200  # the centre stays in the centre
     assert arr[0, 0].sum() == 0 and arr[-1, -1].sum() == 0
-    # the aspect ratio is kept before the crop: the shorter side becomes 64
-    scale = 64 / min(size)
-    assert (round(w * scale), round(h * scale)) == resized
+
+
+TV_INTERPOLATION = {"nearest": transforms.InterpolationMode.NEAREST,
+                    "bilinear": transforms.InterpolationMode.BILINEAR,
+                    "bicubic": transforms.InterpolationMode.BICUBIC,
+                    "lanczos": transforms.InterpolationMode.LANCZOS}
+
+
+def noisy_gradient(w: int, h: int, mode: str, seed: int = 0) -> Image.Image:
+    """Gradients plus noise: any one-pixel shift of the resize or the crop changes the result."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    channels = 3 if mode == "RGB" else 1
+    ramp = (xx * (128 / w) + yy * (96 / h))[..., None] + np.arange(channels) * 16
+    arr = ramp + np.random.default_rng(seed).integers(0, 64, (h, w, channels))
+    arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr if channels == 3 else arr[..., 0], mode)
+
+
+def test_every_interpolation_has_a_torchvision_mode():
+    assert set(TV_INTERPOLATION) == set(INTERPOLATIONS)
+    for name, mode in TV_INTERPOLATION.items():
+        assert transforms.functional.pil_modes_mapping[mode] == INTERPOLATIONS[name]
+
+
+@pytest.mark.parametrize("interpolation", sorted(INTERPOLATIONS))
+@pytest.mark.parametrize("color_mode", ["RGB", "L"])
+@pytest.mark.parametrize("size", [(640, 427), (427, 640), (1000, 333), (333, 1000), (257, 256), (256, 257),
+                                  (500, 500), (150, 90)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_preprocess_image_equals_torchvision(size, color_mode, interpolation):
+    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if color_mode == "RGB" else ((0.2860,), (0.3530,))
+    spec = PreprocessSpec(resize=256, crop=224, mean=mean, std=std, interpolation=interpolation,
+                          color_mode=color_mode)
+    img = noisy_gradient(*size, color_mode)
+    reference = transforms.Compose([transforms.Resize(256, TV_INTERPOLATION[interpolation]),
+                                    transforms.CenterCrop(224), transforms.ToTensor(),
+                                    transforms.Normalize(mean, std)])(img)
+    got = preprocess_image(img, spec)
+    assert got.shape == reference.shape == (spec.channels, 224, 224)
+    assert (got - reference).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("color_mode", ["RGB", "L"])
+@pytest.mark.parametrize(("size", "resize", "crop"), [((40, 20), 20, 31), ((20, 40), 20, 32), ((7, 5), 5, 8),
+                                                      ((30, 17), 21, 24)])
+def test_crop_larger_than_the_image_pads_with_zeros_like_torchvision(size, resize, crop, color_mode):
+    img = noisy_gradient(*size, color_mode, seed=1)
+    reference = transforms.CenterCrop(crop)(transforms.Resize(resize)(img))
+    assert np.array_equal(np.asarray(resize_center_crop(img, resize, crop)), np.asarray(reference))
 
 
 def test_preprocess_image_shape_and_dtype():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import create_model, list_models
+from models import create_model, default_preprocess, list_models
 from models.registry import _REGISTRY, register_model
 from models.resnet import ResNet
 
@@ -58,3 +58,20 @@ def test_tiny_forward_and_backward(name: str):
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing
     assert torch.isfinite(model.conv1.weight.grad).all() and model.fc.weight.grad.abs().sum() > 0
+
+
+def test_default_preprocess_comes_from_the_builders_registration():
+    from models.registry import _DEFAULTS, _REGISTRY, CIFAR, IMAGENET, model_defaults, register_model
+
+    @register_model(defaults=CIFAR)
+    def tiny_cifar_net(num_classes: int = 10, **kwargs):
+        return create_model("resnet20", num_classes=num_classes, **kwargs)
+
+    try:
+        assert model_defaults("tiny_cifar_net") is CIFAR and model_defaults("resnet50") is IMAGENET
+        spec = default_preprocess("tiny_cifar_net")
+        assert (spec.resize, spec.crop) == (32, 32)  # no list of model names anywhere: the registration says it
+        assert (default_preprocess("tiny_cifar_net", small_input=False).crop) == 224
+        assert (default_preprocess("resnet18", small_input=True).crop) == 32
+    finally:
+        del _REGISTRY["tiny_cifar_net"], _DEFAULTS["tiny_cifar_net"]

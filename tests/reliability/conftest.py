@@ -6,16 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api.conftest import CLASSES, Server, make_checkpoint, start_server
+from helpers.checkpoints import CLASSES, make_checkpoint
+from helpers.server import Server, start_server
 
 from reliability.corpus import Sample, build_corpus
-
-# Three servers, started together because each takes seconds to import torch and warm up.
-SERVERS: dict[str, dict[str, object]] = {
-    "default": {},  # every limit and timeout at its default: what a deployment gets out of the box
-    "impatient": {"request_timeout_s": 2},  # slow clients are cut off after 2 s
-    "small_queue": {"queue_size": 4, "max_batch_size": 2, "max_batch_delay_ms": 2},  # admits 6 at once
-}
+from reliability.helpers import SERVERS
 
 
 @pytest.fixture(scope="session")

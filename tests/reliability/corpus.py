@@ -5,13 +5,13 @@ Each `Sample` says what the service must answer: 200 with predictions, or the do
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from helpers.images import encode, noise
 from PIL import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -32,19 +32,6 @@ class Sample:
     @property
     def valid(self) -> bool:
         return self.code is None
-
-
-def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
-
-
-def noise(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
-    """Seeded noise in `mode` ("RGB", "L" or "CMYK"): every pixel counts, so scores differ between images."""
-    channels = {"RGB": 3, "L": 1, "CMYK": 4}[mode]
-    arr = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
-    return Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode)
 
 
 def gradient(width: int, height: int) -> Image.Image:

@@ -1,5 +1,5 @@
-"""What the reliability tests read off a live server: its memory and file descriptors (/proc), its metrics,
-and the shape of its answers."""
+"""The servers the reliability tests start, and what they read off them: memory and file descriptors (/proc),
+metrics, and the shape of the answers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import contextlib
 import os
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from api.conftest import REPO
+from helpers.server import REPO
 
+# Three servers, started together because each takes seconds to import torch and warm up.
+SERVERS: dict[str, dict[str, object]] = {
+    "default": {},  # every limit and timeout at its default: what a deployment gets out of the box
+    "impatient": {"request_timeout_s": 2},  # slow clients are cut off after 2 s
+    "small_queue": {"queue_size": 4, "max_batch_size": 2, "max_batch_delay_ms": 2},  # admits 6 at once
+}
 MIB = 1024 * 1024
 # Things that must never reach a client: tracebacks, source files, and directories of this machine.
 LEAK_MARKERS = ("Traceback", 'File "', ".py", "site-packages", str(REPO), "/tmp/", "/home/", "/root/", "/usr/")
@@ -92,14 +97,6 @@ def labelled_count(url: str, name: str, **labels: str) -> float:
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:

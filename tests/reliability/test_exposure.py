@@ -7,7 +7,8 @@ import inspect
 
 import httpx
 import pytest
-from api.conftest import image_bytes, serve
+from helpers.asgi import serve
+from helpers.images import image_bytes
 
 from app.api import deps
 from app.core.config import Settings

@@ -9,10 +9,10 @@ from collections import Counter
 
 import httpx
 import pytest
-from api.conftest import image_bytes
+from helpers.images import image_bytes
+from helpers.waiting import wait_for
 
-from reliability.conftest import SERVERS
-from reliability.helpers import assert_sane_predictions, metric, wait_for
+from reliability.helpers import SERVERS, assert_sane_predictions, metric
 
 pytestmark = pytest.mark.slow
 SETTINGS = SERVERS["small_queue"]

@@ -7,8 +7,11 @@ import socket
 
 import httpx
 import pytest
-from api.conftest import image_bytes
+from helpers.asgi import serve
+from helpers.images import image_bytes
+from helpers.waiting import wait_for
 
+from app.core.config import Settings
 from reliability.helpers import (
     MIB,
     PeakRss,
@@ -17,7 +20,6 @@ from reliability.helpers import (
     labelled_count,
     metric,
     open_files,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -93,12 +95,23 @@ def test_a_huge_reload_body_is_413(default_server):
     assert_error(r, 413, "payload_too_large")
 
 
-@pytest.mark.parametrize("path", [".", "/", "x" * 300 + "/model.pt", "/dev/zero", "model\x00.pt"])
-def test_odd_reload_paths_are_422_and_the_model_keeps_serving(default_server, path):
-    before = httpx.get(f"{default_server.url}/v1/model", timeout=30).json()["checkpoint_sha256"]
-    r = _post(default_server.url, "/v1/model/reload", json={"checkpoint": path})
-    assert r.status_code == 422 and r.json()["error"]["code"] in ("invalid_checkpoint", "invalid_request"), r.text
-    assert httpx.get(f"{default_server.url}/v1/model", timeout=30).json()["checkpoint_sha256"] == before
+def test_reload_is_off_in_a_default_deployment(default_server):
+    r = _post(default_server.url, "/v1/model/reload", json={"checkpoint": "/etc/passwd"})
+    assert_error(r, 403, "reload_disabled")
+
+
+@pytest.mark.parametrize("path", [".", "/", "x" * 300 + "/model.pt", "/dev/zero", "model\x00.pt", "..",
+                                  "/etc/passwd", "../../../../../../etc/shadow"])
+@pytest.mark.anyio
+async def test_odd_reload_paths_are_refused_and_the_model_keeps_serving(reliability_checkpoint, path):
+    settings = Settings(checkpoint=reliability_checkpoint, device="cpu", backend="torch", api_key="k",
+                        log_level="warning")
+    async with serve(settings, {"X-API-Key": "k"}) as (_, client):
+        before = (await client.get("/v1/model")).json()["checkpoint_sha256"]
+        r = await client.post("/v1/model/reload", json={"checkpoint": path})
+        assert r.status_code in (403, 422), r.text
+        assert r.json()["error"]["code"] in ("invalid_checkpoint", "invalid_request", "forbidden_path"), r.text
+        assert (await client.get("/v1/model")).json()["checkpoint_sha256"] == before
 
 
 # --- slow and abandoned uploads --------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from api.conftest import REPO, make_checkpoint, server_env
+from helpers.checkpoints import make_checkpoint
+from helpers.server import REPO, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tinydata import CLASSES, TINY_ARGS
 
 from training.data import (
@@ -120,13 +121,31 @@ def test_read_idx_matches_what_was_written(tiny_fashion_dir):
     assert labels.tolist() == [i % 10 for i in range(30)]
 
 
-def test_fashion_mnist_folder_builds_the_official_split(tiny_fashion_dir):
+def test_fashion_mnist_validates_on_held_out_training_images_and_keeps_the_test_split_apart(tiny_fashion_dir):
     data = build_data(str(tiny_fashion_dir), fashion_dir="", image_size=0, resize=0, val_fraction=0.1, seed=0)
     assert data.classes == FASHION_MNIST_CLASSES
-    assert (len(data.train), len(data.val)) == (60, 30)
-    x, y = data.train[3]
-    assert tuple(x.shape) == (1, 28, 28) and y == 3
+    # 60 training images (6 per class): one per class is held out for validation; the 30 test images stay apart
+    assert (len(data.train), len(data.val), len(data.test)) == (50, 10, 30)
+    assert sorted(int(data.val[i][1]) for i in range(10)) == list(range(10))  # stratified
+    train_images = read_idx(tiny_fashion_dir / "train-images-idx3-ubyte.gz")
+    test_images = read_idx(tiny_fashion_dir / "t10k-images-idx3-ubyte.gz")
+    held = {bytes(x.numpy().tobytes()) for x in data.train.images}
+    assert len(held) == 50 and held <= {im.tobytes() for im in train_images}
+    assert not held & {im.tobytes() for im in test_images}
+    x, _ = data.train[3]
+    assert tuple(x.shape) == (1, 28, 28)
     assert data.spec.color_mode == "L" and data.spec.crop == 28
+    assert data.val_source.startswith("train (stratified 0.1") and data.test_name == "fashion-mnist test split"
+    other = build_data(str(tiny_fashion_dir), fashion_dir="", image_size=0, resize=0, val_fraction=0.1, seed=1)
+    assert not torch.equal(other.val.y, data.val.y) or not torch.equal(other.val.x, data.val.x)  # seeded
+
+
+def test_image_folder_with_a_test_split_keeps_it_for_the_end(image_folder):
+    root = image_folder()
+    shutil.copytree(root / "val", root / "test")
+    data = build(root)
+    assert data.val_source == "val" and data.test is not None and len(data.test) == len(data.val)
+    assert data.test_name == str(root / "test")
 
 
 @pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -12,8 +12,8 @@ from models import create_model
 from models.checkpoint import to_plain
 from training.config import TrainConfig, parse_config
 from training.ema import ModelEMA
+from training.optim import build_optimizer, freeze_backbone, optimizer_state_from_file, param_groups, set_train_mode
 from training.schedule import lr_factor, scaled_lr
-from training.train import build_optimizer, freeze_backbone, optimizer_state_from_file, param_groups, set_train_mode
 
 SCHED = {"total_steps": 14, "warmup_steps": 4, "steps_per_epoch": 2, "min_ratio": 0.0}
 

@@ -180,18 +180,66 @@ def test_fashion_mnist_idx_folder_trains_a_grayscale_model(tiny_fashion_dir, tmp
     args[args.index("--image-size") + 1] = "28"
     args[args.index("--resize") + 1] = "28"
     metrics = train.run(parse_config(args))
-    assert metrics["val_count"] == 30 and metrics["train_size"] == 60
+    assert metrics["val_count"] == 10 and metrics["train_size"] == 50  # validation: held out of the 60 train images
+    assert metrics["test_count"] == 30 and set(metrics["test_per_class"]) == set(FASHION_MNIST_CLASSES)
     ckpt = load_checkpoint(out / "model.pt")
     assert ckpt.classes == FASHION_MNIST_CLASSES and ckpt.preprocess.color_mode == "L"
     assert ckpt.model.conv1.in_channels == 1
+    assert ckpt.metrics["test_top1"] == metrics["test_top1"]
+    assert ckpt.metrics["test_split"] == "fashion-mnist test split"
     result = evaluate.evaluate_checkpoint(ckpt, str(tiny_fashion_dir), device="cpu")
-    assert result["count"] == 30 and result["top1"] == pytest.approx(metrics["val_top1"], abs=1e-9)
+    assert result["count"] == 30 and result["top1"] == pytest.approx(metrics["test_top1"], abs=1e-9)
+    assert result["split"] == "test"
+    held_out = evaluate.evaluate_checkpoint(ckpt, str(tiny_fashion_dir), device="cpu", split="val")
+    assert held_out["count"] == 10 and held_out["top1"] == pytest.approx(metrics["val_top1"], abs=1e-9)
     # `resnet-eval CKPT fashion-mnist` reads the test split from the default folder
     monkeypatch.setattr(evaluate, "DEFAULT_FASHION_MNIST_DIR", str(tiny_fashion_dir))
     evaluate.main([str(out / "model.pt"), "fashion-mnist", "--out", str(tmp_path / "ev")])
     assert "fashion-mnist test split" in capsys.readouterr().out
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["top1"] == result["top1"]
     assert (tmp_path / "ev" / "confusion_matrix.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_the_test_split_is_read_only_after_the_last_epoch(tiny_fashion_dir, tmp_path, monkeypatch):
+    """best.pt and every per-epoch number come from validation; the test split is evaluated once, at the end."""
+    from training import data as data_module
+
+    events: list[str] = []
+    real_build, real_save = data_module.build_data, train.save_checkpoint
+
+    class Spy(torch.utils.data.Dataset):
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            events.append("test")
+            return len(self.base)
+
+        def __getitem__(self, i):
+            events.append("test")
+            return self.base[i]
+
+    def build(*a, **kw):
+        bundle = real_build(*a, **kw)
+        bundle.test = Spy(bundle.test)
+        return bundle
+
+    def save(path, *a, **kw):
+        events.append(f"save {Path(path).name} epoch {kw['metrics']['epoch']}")
+        return real_save(path, *a, **kw)
+
+    monkeypatch.setattr(train, "build_data", build)
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    args = ["--data", str(tiny_fashion_dir), "--out", str(tmp_path / "fm"), "--epochs", "3",
+            "--max-steps-per-epoch", "1", *TINY_ARGS]
+    args[args.index("--image-size") + 1] = "28"
+    args[args.index("--resize") + 1] = "28"
+    metrics = train.run(parse_config(args))
+    first_test = events.index("test")
+    assert "save last.pt epoch 3" in events[:first_test] and all(e == "test" for e in events[first_test:])
+    assert 0 <= metrics["test_top1"] <= 1 and metrics["best_epoch"] in (1, 2, 3)
+    best = load_checkpoint(tmp_path / "fm" / "best.pt")
+    assert "test_top1" not in best.metrics and best.metrics["val_top1"] == metrics["best_val_top1"]
 
 
 def test_pretrained_torchvision_weights_with_frozen_backbone(image_folder, tmp_path):
@@ -247,3 +295,34 @@ def test_shortcut_option_b_is_trained_and_recorded(image_folder, tmp_path):
     ckpt = load_checkpoint(out / "model.pt")
     assert ckpt.meta["arch_kwargs"]["shortcut"] == "B"
     assert any(".downsample." in name for name, _ in ckpt.model.named_parameters())  # 1x1 projections exist
+
+
+def test_resume_refuses_flags_that_change_what_is_learned_and_applies_safe_ones(image_folder, tmp_path, caplog):
+    data, out = image_folder(train=12, val=2), tmp_path / "r"
+    short_run(data, out)
+    with pytest.raises(SystemExit) as exc:
+        short_run(data, out, "--resume", "--lr", "0.05", "--label-smoothing", "0.2")
+    message = str(exc.value.code)
+    assert "--lr 0.05 (stored: 0.1)" in message and "--label-smoothing 0.2 (stored: 0.0)" in message
+    assert "last.pt" in message
+    caplog.set_level("INFO", logger="resnet-train")
+    args = ["--data", str(data), "--out", str(out), "--epochs", "2", "--max-steps-per-epoch", "2", *TINY_ARGS]
+    metrics = train.run(parse_config([*args, "--resume"]))  # the same flags and a longer run: resumed
+    assert metrics["epoch"] == 2
+    assert "--resume: applying --epochs 2" in caplog.text and "resumed from" in caplog.text
+
+
+def test_tensorboard_events_hold_the_per_epoch_curve(image_folder, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, tb = tmp_path / "tb-run", tmp_path / "events"
+    args = ["--data", str(image_folder(train=12, val=2)), "--out", str(out), "--epochs", "2",
+            "--max-steps-per-epoch", "1", *TINY_ARGS, "--tensorboard", str(tb)]
+    train.run(parse_config(args))
+    events = EventAccumulator(str(tb))
+    events.Reload()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"val_top1", "val_loss", "train_loss", "lr"} <= set(events.Tags()["scalars"])
+    scalars = events.Scalars("val_top1")
+    assert [s.step for s in scalars] == [1, 2]
+    assert [s.value for s in scalars] == pytest.approx([r["val_top1"] for r in rows])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from app.api.deps import admit, get_service, require_api_key
-from app.api.uploads import image_body, read_image
+from app.api.body_limit import limit_body, single_image
+from app.api.deps import ImageUpload, ServiceDep, admit, require_api_key
+from app.api.uploads import image_body
 from app.core import errors as e
-from app.services.inference import InferenceService
 
 router = APIRouter(prefix="/v1", tags=["feature maps"], dependencies=[Depends(require_api_key), Depends(admit)])
 
@@ -26,15 +26,14 @@ router = APIRouter(prefix="/v1", tags=["feature maps"], dependencies=[Depends(re
                                    e.OVERLOADED, e.TIMEOUT, e.INTERNAL_ERROR)},
     openapi_extra=image_body("file"),
 )
+@limit_body(single_image)
 async def feature_maps(
-    request: Request,
+    service: ServiceDep,
+    upload: ImageUpload,
     layer: Annotated[str, Query(description="Layer name, e.g. `conv1`, `layer1` .. `layer4`.")] = "layer1",
     channels: Annotated[int, Query(ge=1, le=64, description="How many channels to draw (the first ones).")] = 16,
-    service: InferenceService = Depends(get_service),
 ) -> Response:
-    deadline, settings = service.deadline(), service.settings
-    data = await read_image(request, settings.max_upload_bytes, deadline, settings.request_timeout_s)
-    png, shape = await service.feature_maps(data, layer, channels, deadline)
+    png, shape = await service.feature_maps(upload.data, layer, channels, upload.deadline)
     headers = {"X-Feature-Layer": layer, "X-Feature-Shape": "x".join(map(str, shape)),
                "X-Feature-Channels": str(min(channels, shape[0]))}
     return Response(png, media_type="image/png", headers=headers)

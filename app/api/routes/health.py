@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from app.api.deps import get_service
+from app.api.deps import ServiceDep
 from app.core import errors as e
 from app.schemas.health import LiveResponse, ReadyResponse
 
@@ -18,7 +18,7 @@ async def live() -> LiveResponse:
 
 @router.get("/ready", response_model=ReadyResponse, summary="A model is loaded, warmed up and serving",
             responses=e.error_responses(e.NOT_READY))
-async def ready(request: Request) -> ReadyResponse:
-    model = get_service(request).model()
+async def ready(service: ServiceDep) -> ReadyResponse:
+    model = service.model()
     return ReadyResponse(checkpoint_sha256=model.checkpoint.sha256, backend=model.backend.name,
                          device=model.backend.device)

@@ -17,7 +17,6 @@ router = APIRouter(tags=["metrics"])
             dependencies=[Depends(require_metrics_key)])
 async def metrics(request: Request) -> Response:
     state = request.app.state
-    service = getattr(state, "service", None)
-    if service is not None:
-        state.metrics.queue_depth.set(service.predictor.queue_depth)
+    if state.service is not None:
+        state.metrics.queue_depth.set(state.service.queue_depth)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from app.api.deps import admit, get_service, require_api_key
-from app.api.uploads import image_body, read_image, read_images
+from app.api.body_limit import image_batch, limit_body, single_image
+from app.api.deps import ImageUpload, ImageUploads, ServiceDep, admit, require_api_key
+from app.api.uploads import image_body
 from app.core import errors as e
 from app.schemas.predict import BatchResponse, PredictResponse
-from app.services.inference import InferenceService
 
 router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require_api_key), Depends(admit)])
 
@@ -29,11 +29,9 @@ _COMMON = (e.UNAUTHORIZED, e.UPLOAD_TIMEOUT, e.PAYLOAD_TOO_LARGE, e.IMAGE_TOO_LA
     responses=e.error_responses(e.INVALID_IMAGE, e.UNSUPPORTED_IMAGE_TYPE, *_COMMON),
     openapi_extra=image_body("file"),
 )
-async def predict(request: Request, top_k: TopK = None,
-                  service: InferenceService = Depends(get_service)) -> PredictResponse:
-    deadline, settings = service.deadline(), service.settings
-    data = await read_image(request, settings.max_upload_bytes, deadline, settings.request_timeout_s)
-    return await service.classify(data, top_k, deadline)
+@limit_body(single_image)
+async def predict(service: ServiceDep, upload: ImageUpload, top_k: TopK = None) -> PredictResponse:
+    return await service.classify(upload.data, top_k, upload.deadline)
 
 
 @router.post(
@@ -43,10 +41,6 @@ async def predict(request: Request, top_k: TopK = None,
     responses=e.error_responses(e.TOO_MANY_FILES, *_COMMON),
     openapi_extra=image_body("files", many=True),
 )
-async def predict_batch(request: Request, top_k: TopK = None,
-                        service: InferenceService = Depends(get_service)) -> BatchResponse:
-    deadline = service.deadline()
-    settings = service.settings
-    uploads = await read_images(request, settings.max_upload_bytes, settings.max_batch_files, deadline,
-                                settings.request_timeout_s)
-    return await service.classify_many(uploads, top_k, deadline)
+@limit_body(image_batch)
+async def predict_batch(service: ServiceDep, uploads: ImageUploads, top_k: TopK = None) -> BatchResponse:
+    return await service.classify_many(uploads.files, top_k, uploads.deadline)

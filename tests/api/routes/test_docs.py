@@ -42,7 +42,7 @@ async def test_openapi_is_3_0_with_file_uploads_as_binary(client):
     ("/v1/predict", "post", {"400", "401", "413", "415", "422", "503", "504"}),
     ("/v1/predict/batch", "post", {"401", "413", "415", "422", "503", "504"}),
     ("/v1/feature-maps", "post", {"400", "401", "413", "415", "422", "503", "504"}),
-    ("/v1/model/reload", "post", {"401", "422", "503"}),
+    ("/v1/model/reload", "post", {"401", "403", "422", "503"}),
     ("/v1/model", "get", {"503"}),
     ("/health/ready", "get", {"503"}),
     ("/metrics", "get", {"401"}),

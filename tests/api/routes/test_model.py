@@ -7,8 +7,10 @@ import json
 
 import pytest
 import torch
+from helpers.asgi import serve
+from helpers.checkpoints import CLASSES, make_checkpoint
+from helpers.images import image_bytes
 
-from api.conftest import CLASSES, image_bytes, make_checkpoint, serve
 from models import save_checkpoint
 
 pytestmark = pytest.mark.anyio
@@ -35,22 +37,22 @@ async def test_model_description(client, checkpoint):
     assert info["batching"]["max_batch_size"] == 16 and info["batching"]["queue_size"] == 64
 
 
-async def test_reload_swaps_in_a_new_checkpoint(client, other_checkpoint):
-    before = (await client.get("/v1/model")).json()
-    r = await client.post("/v1/model/reload", json={"checkpoint": str(other_checkpoint)})
+async def test_reload_swaps_in_a_new_checkpoint(reload_client, other_checkpoint):
+    before = (await reload_client.get("/v1/model")).json()
+    r = await reload_client.post("/v1/model/reload", json={"checkpoint": str(other_checkpoint)})
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "reloaded"
     assert body["previous_sha256"] == before["checkpoint_sha256"]
     assert body["model"]["classes"] == ["a", "b", "c", "d"]
-    pred = (await client.post("/v1/predict?top_k=10", **_file())).json()
+    pred = (await reload_client.post("/v1/predict?top_k=10", **_file())).json()
     assert len(pred["predictions"]) == 4
     assert pred["model"]["checkpoint_sha256"] == body["model"]["checkpoint_sha256"] != before["checkpoint_sha256"]
 
 
 async def test_reload_without_body_rereads_the_configured_checkpoint(settings_for, tmp_path):
     path = make_checkpoint(tmp_path / "model.pt")
-    async with serve(settings_for(checkpoint=path)) as (_, client):
+    async with serve(settings_for(checkpoint=path, api_key="k"), {"X-API-Key": "k"}) as (_, client):
         old = (await client.get("/v1/model")).json()["checkpoint_sha256"]
         make_checkpoint(path, seed=7)  # a new training run replaced the file
         r = await client.post("/v1/model/reload")
@@ -59,32 +61,33 @@ async def test_reload_without_body_rereads_the_configured_checkpoint(settings_fo
         assert r.json()["model"]["checkpoint_sha256"] != old
 
 
-async def test_bad_checkpoint_is_422_and_the_old_model_keeps_serving(client, checkpoint, tmp_path):
+async def test_bad_checkpoint_is_422_and_the_old_model_keeps_serving(reload_client, checkpoint, tmp_path):
     bad = tmp_path / "bad.pt"
     data = checkpoint.read_bytes()
     bad.write_bytes(data[: len(data) // 2])  # a copy cut short
-    before = (await client.get("/v1/model")).json()["checkpoint_sha256"]
-    r = await client.post("/v1/model/reload", json={"checkpoint": str(bad)})
+    before = (await reload_client.get("/v1/model")).json()["checkpoint_sha256"]
+    r = await reload_client.post("/v1/model/reload", json={"checkpoint": str(bad)})
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["code"] == "invalid_checkpoint"
     assert error["message"].startswith(f"{bad}: not a readable PyTorch checkpoint")
     assert "Traceback" not in r.text
-    r = await client.post("/v1/predict", **_file())
+    r = await reload_client.post("/v1/predict", **_file())
     assert r.status_code == 200 and r.json()["model"]["checkpoint_sha256"] == before
 
 
-async def test_missing_checkpoint_is_422(client, tmp_path):
-    r = await client.post("/v1/model/reload", json={"checkpoint": str(tmp_path / "nope.pt")})
+async def test_missing_checkpoint_is_422(reload_client, tmp_path):
+    r = await reload_client.post("/v1/model/reload", json={"checkpoint": str(tmp_path / "nope.pt")})
     assert r.status_code == 422
     assert r.json() == {"error": {"code": "invalid_checkpoint",
                                   "message": f"{tmp_path / 'nope.pt'}: checkpoint file not found"}}
 
 
-async def test_class_index_that_disagrees_is_422(client, other_checkpoint, tmp_path):
+async def test_class_index_that_disagrees_is_422(reload_client, other_checkpoint, tmp_path):
     index = tmp_path / "classes.json"
     index.write_text(json.dumps({"0": "a", "1": "b", "2": "c", "3": "zebra"}))
-    r = await client.post("/v1/model/reload", json={"checkpoint": str(other_checkpoint), "class_index": str(index)})
+    r = await reload_client.post("/v1/model/reload",
+                                 json={"checkpoint": str(other_checkpoint), "class_index": str(index)})
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_checkpoint"
     assert "class index disagrees with checkpoint" in r.json()["error"]["message"]
@@ -100,18 +103,18 @@ async def test_configured_class_index_must_agree_at_startup(settings_for, tmp_pa
             pass
 
 
-async def test_weights_that_do_not_fit_are_422(client, tmp_path):
+async def test_weights_that_do_not_fit_are_422(reload_client, tmp_path):
     model = torch.nn.Linear(2, 2)
     path = save_checkpoint(tmp_path / "wrong.pt", model, arch="resnet20", arch_kwargs={"num_classes": 3},
                            classes=CLASSES, preprocess={"resize": 36, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3,
                                                         "interpolation": "bilinear", "color_mode": "RGB"})
-    r = await client.post("/v1/model/reload", json={"checkpoint": str(path)})
+    r = await reload_client.post("/v1/model/reload", json={"checkpoint": str(path)})
     assert r.status_code == 422
     assert "weights do not fit resnet20" in r.json()["error"]["message"]
 
 
 async def test_in_flight_requests_finish_on_the_old_model(settings_for, gated, other_checkpoint):
-    async with serve(settings_for(max_batch_delay_ms=0)) as (_, client):
+    async with serve(settings_for(max_batch_delay_ms=0, api_key="k"), {"X-API-Key": "k"}) as (_, client):
         old_backend = gated[0]
         old_backend.armed = True
         in_flight = asyncio.create_task(client.post("/v1/predict?top_k=10", **_file()))
@@ -126,7 +129,7 @@ async def test_in_flight_requests_finish_on_the_old_model(settings_for, gated, o
         assert len(new["predictions"]) == 4 and new["model"]["checkpoint_sha256"] == new_sha
 
 
-async def test_reload_body_must_be_an_object(client):
-    r = await client.post("/v1/model/reload", json={"checkpoint": 5})
+async def test_reload_body_must_be_an_object(reload_client):
+    r = await reload_client.post("/v1/model/reload", json={"checkpoint": 5})
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_request"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from helpers.asgi import serve
+from helpers.checkpoints import CLASSES
+from helpers.images import image_bytes
 from PIL import Image
-
-from api.conftest import CLASSES, image_bytes, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from api.conftest import image_bytes, serve
+from helpers.asgi import serve
+from helpers.images import image_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ import torch
 from app.core.config import Settings
 from app.core.errors import ServiceConfigError
 from app.core.metrics import ServiceMetrics
-from app.services.model_manager import ModelManager, resolve_device
+from app.services.model_manager import ModelManager, requested_source, resolve_device
 from models import CheckpointError
 
 
@@ -48,9 +48,10 @@ def test_load_refuses_a_disagreeing_class_index_beside_a_given_checkpoint(checkp
     copy = tmp_path / "model.pt"
     shutil.copy(checkpoint, copy)
     (tmp_path / "class_indices.json").write_text('{"0": "cat", "1": "dog", "2": "fish"}')
-    manager = ModelManager(Settings(checkpoint=checkpoint, device="cpu", backend="torch"), ServiceMetrics())
+    settings = Settings(checkpoint=checkpoint, device="cpu", backend="torch", model_dir=tmp_path)
+    manager = ModelManager(settings, ServiceMetrics())
     with pytest.raises(CheckpointError, match="class index disagrees"):
-        manager.load(str(copy))
+        manager.load(requested_source(settings, str(copy), None))
 
 
 def test_a_model_that_cannot_run_fails_warm_up(checkpoint, monkeypatch):

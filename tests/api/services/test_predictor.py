@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from helpers.waiting import wait_until
 
 from app.core.errors import DeadlineExceededError, NotReadyError, QueueFullError
 from app.services.predictor import BatchingPredictor
@@ -42,13 +43,6 @@ class FailingBackend(FakeBackend):
 
 def _deadline(s: float = 30) -> float:
     return time.monotonic() + s
-
-
-async def _wait_until(cond, limit: float = 10.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -89,7 +83,7 @@ async def test_a_full_queue_refuses_at_once(predictor):
     first = asyncio.create_task(p.predict(torch.zeros(1, 2, 2), backend, _deadline()))
     await asyncio.to_thread(backend.entered.wait, 10)
     second = asyncio.create_task(p.predict(torch.zeros(1, 2, 2), backend, _deadline()))
-    await _wait_until(lambda: p.queue_depth == 1)
+    await wait_until(lambda: p.queue_depth == 1)
     with pytest.raises(QueueFullError):
         await p.predict(torch.zeros(1, 2, 2), backend, _deadline())
     gate.set()
@@ -130,9 +124,73 @@ async def test_stop_drains_queued_requests_then_refuses(predictor):
     tasks = [asyncio.create_task(p.predict(torch.full((1, 2, 2), float(i)), backend, _deadline())) for i in range(3)]
     await asyncio.to_thread(backend.entered.wait, 10)
     stopping = asyncio.create_task(asyncio.to_thread(p.stop, 10))
-    await _wait_until(lambda: not p.accepting)
+    await wait_until(lambda: not p.accepting)
     with pytest.raises(NotReadyError):
         await p.predict(torch.zeros(1, 2, 2), backend, _deadline())
     gate.set()
     await stopping
     assert [(await t).logits[0].item() for t in tasks] == [0.0, 1.0, 2.0]
+
+
+# Reservations: batches wait for requests still being decoded, and only for them.
+LONG_DELAY_MS = 20_000  # far longer than any test may take: only the reservations can end a wait early
+
+
+async def test_a_lone_reserved_request_is_not_held_for_the_delay(predictor):
+    p = predictor(max_batch_delay_ms=LONG_DELAY_MS)
+    async with p.reserve() as slot:
+        result = await slot.predict(torch.ones(1, 2, 2), FakeBackend(), _deadline())
+    assert result.batch_size == 1
+    assert result.queue_s < LONG_DELAY_MS / 2000
+
+
+async def test_a_batch_waits_for_a_request_still_being_decoded(predictor):
+    p = predictor(max_batch_delay_ms=LONG_DELAY_MS)
+    backend = FakeBackend()
+    first_queued = asyncio.Event()
+
+    async def first() -> object:
+        async with p.reserve() as slot:
+            first_queued.set()
+            return await slot.predict(torch.zeros(1, 2, 2), backend, _deadline())
+
+    async with p.reserve() as second_slot:  # "still decoding" while the first is queued
+        task = asyncio.create_task(first())
+        await first_queued.wait()
+        await asyncio.sleep(0.2)
+        assert not task.done()
+        second = await second_slot.predict(torch.ones(1, 2, 2), backend, _deadline())
+    result = await asyncio.wait_for(task, 10)
+    assert (result.batch_size, second.batch_size) == (2, 2)
+    assert result.logits.tolist() == [0.0, 0.0] and second.logits.tolist() == [1.0, 1.0]
+    assert p.forward_passes == 1
+
+
+async def test_a_reservation_left_without_predicting_releases_the_wait(predictor):
+    p = predictor(max_batch_delay_ms=LONG_DELAY_MS)
+    backend = FakeBackend()
+    task = None
+    with pytest.raises(ValueError, match="decode failed"):
+        async with p.reserve():
+            async with p.reserve() as slot:
+                task = asyncio.create_task(slot.predict(torch.zeros(1, 2, 2), backend, _deadline()))
+                await asyncio.sleep(0.2)
+            assert not task.done()
+            raise ValueError("decode failed")  # the outer request never predicts
+    assert (await asyncio.wait_for(task, 10)).batch_size == 1
+
+
+async def test_a_reservation_predicts_once_and_timeouts_carry_the_configured_limit(predictor):
+    p = BatchingPredictor(8, 5, 8, request_timeout_s=7.5)
+    p.start()
+    try:
+        gate = threading.Event()
+        async with p.reserve() as slot:
+            with pytest.raises(DeadlineExceededError) as exc:
+                await slot.predict(torch.zeros(1, 2, 2), FakeBackend(gate), _deadline(0.2))
+            assert exc.value.timeout_s == 7.5
+            with pytest.raises(RuntimeError, match="once"):
+                await slot.predict(torch.zeros(1, 2, 2), FakeBackend(), _deadline())
+        gate.set()
+    finally:
+        p.stop(timeout=10)

@@ -20,17 +20,19 @@ from models.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 
-def _providers(device: str) -> tuple[list[Any], str]:
-    """ORT execution providers for `device` ("cpu", "cuda", "cuda:N", "auto") and the device actually used."""
+def _providers(device: torch.device | str) -> tuple[list[Any], str]:
+    """ORT execution providers for a device resolved by `models.device.resolve_device`, and the one actually used.
+
+    A CUDA device falls back to the CPU, with a warning, when this onnxruntime has no CUDA provider.
+    """
     import onnxruntime as ort
 
-    device = str(device)
-    if device.startswith("cuda") or device == "auto":
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        index = dev.index or 0
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
             return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
-        if device != "auto":
-            log.warning("onnxruntime has no CUDAExecutionProvider here; running %s on the CPU", device)
+        log.warning("onnxruntime has no CUDAExecutionProvider here; running cuda:%d on the CPU", index)
     return ["CPUExecutionProvider"], "cpu"
 
 

@@ -1,4 +1,5 @@
-"""Startup and shutdown: settings -> model loaded, warmed up and ready -> ... -> queued requests drained."""
+"""Startup and shutdown of the app `app.main.create_app` built: model loaded, warmed up and ready -> ... -> queued
+requests drained. Here the parts are assembled (manager, batcher, service); `app/core/` knows none of them."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from typing import NoReturn
 
 import torch
 from fastapi import FastAPI
-from pydantic import ValidationError
 
-from app.core.admission import Admission
-from app.core.config import Settings, get_settings, settings_error_line
+from app.core.config import Settings
 from app.core.errors import StartupError
 from app.core.logging import configure_logging
 from app.services.inference import InferenceService
@@ -23,16 +22,6 @@ from app.services.predictor import BatchingPredictor
 from models import ResNetServiceError
 
 log = logging.getLogger("app.startup")
-
-
-def resolve_settings(app: FastAPI) -> Settings:
-    """The settings `create_app` was given, else the environment's; invalid ones stop startup in one line."""
-    if app.state.settings is not None:
-        return app.state.settings
-    try:
-        return get_settings()
-    except ValidationError as e:
-        _fail(app, settings_error_line(e))
 
 
 def _fail(app: FastAPI, message: str) -> NoReturn:
@@ -44,17 +33,15 @@ def _fail(app: FastAPI, message: str) -> NoReturn:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = resolve_settings(app)
+    settings: Settings = app.state.settings
     configure_logging(settings.log_level)
     torch.set_num_threads(settings.resolved_torch_threads)
-    app.state.settings = settings
-    app.state.admission = Admission(settings.queue_size + settings.max_batch_size, app.state.metrics.in_flight.set)
     try:
         manager = ModelManager(settings, app.state.metrics)
     except ResNetServiceError as e:
         _fail(app, str(e))
     predictor = BatchingPredictor(settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_size,
-                                  app.state.metrics.batch_observer())
+                                  app.state.metrics.batch_observer(), settings.request_timeout_s)
     service = InferenceService(settings, manager, predictor, app.state.metrics)
     app.state.service = service  # from here /health/ready answers 503 until the model is in
     try:

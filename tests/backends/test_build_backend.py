@@ -7,10 +7,10 @@ import torch
 
 import app.backends as backends
 from app.backends import TorchBackend, build_backend
-from app.backends.base import InferenceBackend
 from app.core.config import Settings
 from app.core.errors import ServiceConfigError
 from models import CheckpointError, load_checkpoint
+from models.backends.base import InferenceBackend
 
 CPU = torch.device("cpu")
 
@@ -51,7 +51,7 @@ def test_explicit_onnxruntime_without_onnx_fails_clearly(ckpt, monkeypatch):
 
 def test_auto_picks_onnxruntime_on_the_cpu_when_available(ckpt):
     if not backends.onnx_backend_available():
-        pytest.fail("onnxruntime and app/backends/onnx_backend.py are both part of this project")
+        pytest.fail("onnxruntime and models/backends/onnx_backend.py are both part of this project")
     backend = build_backend(Settings(backend="auto", torch_threads=1), ckpt, CPU)
     assert backend.name == "onnxruntime"
     x = torch.randn(2, 3, 32, 32)

@@ -1,14 +1,16 @@
-"""The serving path through HTTP: dynamic batching, overload (503), deadlines (504), draining on shutdown."""
+"""The serving path (app/services/inference.py, what the routes call) through HTTP: dynamic batching, overload
+(503), deadlines (504), draining on shutdown."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
+from helpers.asgi import serve
+from helpers.images import image_bytes
+from helpers.waiting import wait_until
 
-from api.conftest import image_bytes, serve
 from app.main import create_app
 
 pytestmark = pytest.mark.anyio
@@ -16,13 +18,6 @@ pytestmark = pytest.mark.anyio
 
 def _file(seed: int = 0) -> dict:
     return {"files": {"file": ("x.png", image_bytes("PNG", seed=seed), "image/png")}}
-
-
-async def _wait_until(cond, limit: float = 10.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 async def test_concurrent_requests_are_served_in_fewer_forward_passes(settings_for):
@@ -56,7 +51,7 @@ async def _one_running_one_queued(app, client, backend) -> tuple[asyncio.Task, a
     running = asyncio.create_task(client.post("/v1/predict", **_file(1)))
     await asyncio.to_thread(backend.entered.wait, 10)
     queued = asyncio.create_task(client.post("/v1/predict", **_file(2)))
-    await _wait_until(lambda: app.state.service.predictor.queue_depth == 1)
+    await wait_until(lambda: app.state.service.predictor.queue_depth == 1)
     return running, queued
 
 
@@ -91,7 +86,7 @@ async def test_shutdown_finishes_in_flight_requests(settings_for, gated):
         backend = gated[0]
         running, queued = await _one_running_one_queued(app, client, backend)
         shutdown = asyncio.create_task(lifespan.__aexit__(None, None, None))
-        await _wait_until(lambda: not app.state.service.predictor.accepting)
+        await wait_until(lambda: not app.state.service.predictor.accepting)
         late = await client.post("/v1/predict", **_file(3))
         assert late.status_code == 503 and late.json()["error"]["code"] == "not_ready"
         backend.release.set()

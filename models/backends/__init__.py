@@ -1,0 +1,32 @@
+"""Inference backends: run a checkpoint's model on a preprocessed batch (docs/CONTRACTS.md).
+
+Used by the service (`app/backends/__init__.py: build_backend` picks one from the settings) and by
+`resnet-predict` (training/predict.py), so both run a model the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from models.backends.base import InferenceBackend
+from models.backends.torch_backend import TorchBackend
+
+__all__ = ["InferenceBackend", "TorchBackend", "onnx_backend_available", "use_channels_last"]
+
+
+def onnx_backend_available() -> bool:
+    """True when onnxruntime imports and the ONNX backend module is part of this installation."""
+    if importlib.util.find_spec("models.backends.onnx_backend") is None:
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_channels_last(device: torch.device) -> bool:
+    """channels_last pays off with cuDNN; on the CPU the default layout is as fast for batch sizes we serve."""
+    return device.type == "cuda"
