@@ -31,18 +31,25 @@ MAX_FORM_FIELDS = 64  # text fields next to the files; starlette's default of 10
 RAW_TYPES = {"", "application/octet-stream", "application/x-www-form-urlencoded"}
 REFUSED_IMAGE_TYPES = {"image/svg+xml"}
 
-_binary = {"type": "string", "format": "binary"}
+_binary = {"type": "string", "format": "binary", "minLength": 1}
 IMAGE_DESCRIPTION = "The image: JPEG, PNG, WebP, GIF (first frame), BMP or TIFF. SVG and PDF are refused (415)."
+# What the schema promises is accepted: image files of these types. The server is more lenient than that (BMP, TIFF,
+# a raw body sent as application/octet-stream, sniffed by content), but a schema cannot say "a decodable image" of
+# an untyped body, so it names the types it can.
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 
 
 def image_body(field: str = "file", many: bool = False) -> dict[str, Any]:
     """OpenAPI requestBody for routes that read their body by hand (multipart, or a raw image if single)."""
-    prop = {"type": "array", "items": _binary, "minItems": 1} if many else _binary
-    content: dict[str, Any] = {"multipart/form-data": {"schema": {
-        "type": "object", "required": [field], "properties": {field: {**prop, "description": IMAGE_DESCRIPTION}}}}}
+    # A batch answers each file on its own (an empty one gets its own error entry), so its items may be empty.
+    item = {k: v for k, v in _binary.items() if k != "minLength"}
+    prop = {"type": "array", "items": item, "minItems": 1} if many else _binary
+    content: dict[str, Any] = {"multipart/form-data": {
+        "schema": {"type": "object", "required": [field],
+                   "properties": {field: {**prop, "description": IMAGE_DESCRIPTION}}},
+        "encoding": {field: {"contentType": ", ".join(IMAGE_TYPES)}}}}
     if not many:
-        content["image/*"] = {"schema": _binary}
-        content["application/octet-stream"] = {"schema": _binary}
+        content.update({media_type: {"schema": _binary} for media_type in IMAGE_TYPES})
     return {"requestBody": {"required": True, "content": content}}
 
 

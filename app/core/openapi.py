@@ -53,19 +53,31 @@ def drop_unused_security(schema: dict[str, Any], api_key: bool, protect_metrics:
     return schema
 
 
+def declare_layers(schema: dict[str, Any], layers: list[str] | None) -> dict[str, Any]:
+    """`layer` of `POST /v1/feature-maps` as an enum of the served model's feature layers (exactly what it accepts)."""
+    operation = schema.get("paths", {}).get("/v1/feature-maps", {}).get("post", {})
+    for param in operation.get("parameters", []):
+        if param.get("name") == "layer" and layers:
+            param["schema"]["enum"] = list(layers)
+            if param["schema"].get("default") not in layers:
+                param["schema"]["default"] = layers[0]
+    return schema
+
+
 def install_openapi(app: FastAPI) -> None:
-    """Serve the schema as OpenAPI 3.0.3, built once on first use (after startup, when the settings are known)."""
+    """Serve the schema as OpenAPI 3.0.3, built on first use and again when the served model's layers change."""
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        service = app.state.service
+        layers = service.feature_layers() if service is not None else None
+        if app.openapi_schema is None or getattr(app.state, "openapi_layers", None) != layers:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes, tags=app.openapi_tags)
             schema = to_openapi_30(schema)
             schema["openapi"] = OPENAPI_VERSION
             settings = app.state.settings
-            if settings is not None:
-                schema = drop_unused_security(schema, settings.api_key_value is not None, settings.protect_metrics)
-            app.openapi_schema = schema
+            schema = drop_unused_security(schema, settings.api_key_value is not None, settings.protect_metrics)
+            app.openapi_schema, app.state.openapi_layers = declare_layers(schema, layers), layers
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

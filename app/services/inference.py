@@ -64,6 +64,11 @@ class InferenceService:
     def queue_depth(self) -> int:
         return self.predictor.queue_depth
 
+    def feature_layers(self) -> list[str] | None:
+        """The serving model's feature layers, or None before a model is loaded."""
+        model = self.manager.current
+        return model.feature_layers if model is not None else None
+
     def describe(self) -> ModelInfo:
         """`GET /v1/model`: the model serving now (503 before there is one)."""
         return model_info(self.model(), self.settings)

@@ -9,6 +9,9 @@ response body valid against its schema. FUZZ_MAX_EXAMPLES (default 20) sets the 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -61,3 +64,18 @@ def test_no_server_errors_and_responses_match_the_schema(server):
     assert set(positive) == OPERATIONS  # every endpoint was called, none is missing from the schema
     assert {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/feature-maps",
             "POST /v1/model/reload", "POST /v2/models/{name}/infer"} <= set(negative)
+
+
+def test_schemathesis_run_with_all_checks(server, tmp_path):
+    """The CLI as users run it, `schemathesis run --checks all` (positive data acceptance included), bounded.
+
+    See tests/api/schemathesis.toml for the one exception (400 for undecodable image bytes and shape mismatches).
+    """
+    config = Path(__file__).with_name("schemathesis.toml")
+    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{server.url}/openapi.json",
+           "--checks", "all", "--max-examples", os.environ.get("FUZZ_CLI_EXAMPLES", "8"),
+           "--seed", os.environ.get("FUZZ_CLI_SEED", "1"),
+           "--phases", "examples,coverage,fuzzing", "--generation-database", "none", "--no-color"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-12000:] + proc.stderr[-2000:]
+    assert "No issues found" in proc.stdout or "passed" in proc.stdout.lower(), proc.stdout[-3000:]

@@ -15,6 +15,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from app.core.config import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -222,3 +224,13 @@ def split_outside_interpolation(text: str, sep: str) -> list[str]:
         else:
             current += c
     return [*parts, current]
+
+
+def settings_env_names() -> set[str]:
+    """The variables Settings reads: prefix + field name (or the field's alias), upper case."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    names = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+        names.add((alias or prefix + name).upper())
+    return names

@@ -23,6 +23,7 @@ from deploy_files import (
     load_yaml,
     only,
     read_dockerfile,
+    settings_env_names,
     volume_mounts,
 )
 
@@ -48,16 +49,6 @@ def validator():
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-def settings_env_names() -> set[str]:
-    """The variables Settings reads: prefix + field name (or the field's alias), upper case."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    names = set()
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
-        names.add((alias or prefix + name).upper())
-    return names
 
 
 def mount_of(service, target):

@@ -25,7 +25,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_files import COMPOSE, REPO, exec_form, final_stage, load_yaml, only, read_dockerfile
+from deploy_files import COMPOSE, REPO, exec_form, final_stage, load_yaml, only, read_dockerfile, settings_env_names
 
 from app.core.config import Settings
 from app.core.metrics import ServiceMetrics
@@ -117,16 +117,6 @@ def mount(c: dict[str, Any], path: str) -> dict[str, Any]:
 def volume(spec: dict[str, Any], name: str) -> dict[str, Any]:
     [found] = [v for v in spec["volumes"] if v["name"] == name]
     return found
-
-
-def settings_env_names() -> set[str]:
-    """The variables Settings reads: prefix + field name (or the field's alias), upper case."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    names = set()
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
-        names.add((alias or prefix + name).upper())
-    return names
 
 
 @pytest.fixture
