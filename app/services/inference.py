@@ -144,14 +144,15 @@ class InferenceService:
         return BatchResponse(results=list(results), model=model_ref(model),
                              timing_ms=BatchTiming(total_ms=(time.perf_counter() - start) * 1e3))
 
-    async def infer(self, images: list[bytes] | None, tensor: torch.Tensor | None,
-                    deadline: float) -> tuple[torch.Tensor, LoadedModel]:
-        """Probabilities (N, K) of encoded `images` or of a preprocessed `tensor` (N, C, H, W), one model for all.
+    async def infer(self, images: list[bytes] | None, tensor: torch.Tensor | None, deadline: float,
+                    model: LoadedModel | None = None) -> tuple[torch.Tensor, LoadedModel]:
+        """Probabilities (N, K) of encoded `images` or of a preprocessed `tensor` (N, C, H, W), one model for all
+        (`model`: the one the request was validated against; default the one serving now).
 
         Each item goes through the batcher like a `/v1/predict` request; the first item that cannot be used fails
         the request with an `ElementError` naming it.
         """
-        model = self.model()
+        model = model or self.model()
         limit = self.settings.max_upload_bytes
 
         async def image(index: int, data: bytes) -> torch.Tensor:

@@ -134,10 +134,11 @@ _INFER_DOC: dict[str, Any] = dict(
 async def _infer(request: Request, service: InferenceService, settings: Settings) -> Response:
     deadline = service.deadline()
     body = await read_body(request, deadline, settings.request_timeout_s)
-    spec = service.model().checkpoint.preprocess
+    model = service.model()  # one snapshot: the request is checked against and run on the same model
+    spec = model.checkpoint.preprocess
     parsed = oip.parse_infer_request(body, request.headers.get(oip.HEADER_LENGTH), channels=spec.channels,
                                      size=spec.crop, max_items=settings.max_batch_files)
-    probabilities, model = await service.infer(parsed.images, parsed.tensor, deadline)
+    probabilities, model = await service.infer(parsed.images, parsed.tensor, deadline, model)
     content, headers = oip.encode_infer_response(parsed, probabilities, model.checkpoint.classes,
                                                  model_name=settings.model_name, model_version=MODEL_VERSION)
     return Response(content, headers=headers)

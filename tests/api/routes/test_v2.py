@@ -6,7 +6,6 @@ Against a live `resnet-serve` on a loopback port; results must equal `/v1/predic
 from __future__ import annotations
 
 import base64
-import io
 import json
 import struct
 
@@ -14,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from PIL import Image
+from helpers.images import image_bytes
 from tritonclient.utils import InferenceServerException
 
 from models import load_checkpoint, load_image_tensor
@@ -22,14 +21,7 @@ from models import load_checkpoint, load_image_tensor
 MODEL = "resnet"
 
 
-def _png(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
-    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-IMAGES = [_png(i) for i in range(4)]
+IMAGES = [image_bytes("PNG", seed=i) for i in range(4)]
 
 
 @pytest.fixture(scope="module")
