@@ -84,7 +84,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
     """metadata_props (all strings) -> plain values; JSON fields decoded."""
     out: dict[str, Any] = dict(props)
-    for key in ("arch_kwargs", "classes", "preprocess"):
+    for key in ("arch_kwargs", "classes", "preprocess", "accuracy"):
         if key in out:
             try:
                 out[key] = json.loads(out[key])

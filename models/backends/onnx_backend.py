@@ -94,6 +94,8 @@ class OnnxRuntimeBackend:
                 f"{path}: ONNX model was exported from checkpoint sha256 {str(embedded)[:12]}..., "
                 f"not from {checkpoint.path.name} ({checkpoint.sha256[:12]}...); run resnet-export again"
             )
+        self.precision = str(self.metadata.get("precision", "fp32"))
+        self.accuracy: dict[str, float] = dict(self.metadata.get("accuracy") or {})
         self.threads = threads
         self.providers = self._session.get_providers()
 

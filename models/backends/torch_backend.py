@@ -11,12 +11,15 @@ class TorchBackend:
     """Runs `checkpoint.model` in eval mode; optionally in channels_last memory format (faster convs on CUDA)."""
 
     name = "torch"
+    precision = "fp32"
+
 
     def __init__(self, checkpoint: Checkpoint, device: torch.device, channels_last: bool) -> None:
         self.model = checkpoint.model.to(device).eval()
         self.torch_device = device
         self.device = str(device)
         self.channels_last = channels_last
+        self.accuracy: dict[str, float] = {}
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
