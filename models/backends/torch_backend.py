@@ -13,7 +13,6 @@ class TorchBackend:
     name = "torch"
     precision = "fp32"
 
-
     def __init__(self, checkpoint: Checkpoint, device: torch.device, channels_last: bool) -> None:
         self.model = checkpoint.model.to(device).eval()
         self.torch_device = device

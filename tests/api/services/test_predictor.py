@@ -19,7 +19,8 @@ pytestmark = pytest.mark.anyio
 class FakeBackend:
     """Logits = the per-image mean repeated, so each request can check it got its own row back."""
 
-    name, device = "fake", "cpu"
+    name, device, precision = "fake", "cpu", "fp32"
+    accuracy: dict[str, float] = {}
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate = gate
