@@ -1,10 +1,13 @@
-"""`resnet-serve`: run the service under uvicorn with the RESNET_* settings (flags override host, port, workers)."""
+"""`resnet-serve`: run the service under uvicorn with the RESNET_* settings (flags override host, port, workers).
+
+With several workers they share one port, one set of metrics and one model: a reload reaches all of them."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -18,23 +21,47 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     server.add_argument("--host", default=settings.host, help="bind address (RESNET_HOST; default: %(default)s)")
     server.add_argument("--port", type=int, default=settings.port, help="TCP port (RESNET_PORT; default: %(default)s)")
     server.add_argument("--workers", type=int, default=settings.workers,
-                        help="worker processes, each with its own model (RESNET_WORKERS; default: %(default)s)")
+                        help="worker processes on one port, each with its own copy of the model; metrics and "
+                             "reloads cover all of them (RESNET_WORKERS; default: %(default)s)")
     return p.parse_args(argv)
 
 
-def preflight(settings: Settings) -> str | None:
-    """Load the checkpoint once in the supervisor: with several workers, uvicorn would respawn failing ones."""
+def preflight(settings: Settings) -> str:
+    """Load the checkpoint once in the supervisor (with several workers, uvicorn would respawn failing ones); its
+    sha256. Raises `ResNetServiceError` with the reason."""
     from app.services.model_manager import configured_source, resolve_device
-    from models import ResNetServiceError, load_checkpoint
+    from models import load_checkpoint
+
+    resolve_device(settings.device)
+    source = configured_source(settings)
+    return load_checkpoint(source.checkpoint, class_index=source.class_index, arch=source.arch,
+                           arch_kwargs=source.arch_kwargs, preprocess=source.preprocess).sha256
+
+
+def serve_workers(settings: Settings, config_kwargs: dict[str, Any]) -> int:
+    """Several workers that behave as one server: shared metrics, one model (app/services/cluster.py)."""
+    from uvicorn import Config
+
+    from app.core.rundir import RunDir
+    from app.core.supervisor import serve_workers as supervise
+    from app.services.cluster import source_to_json
+    from app.services.model_manager import configured_source
+    from models import ResNetServiceError
 
     try:
-        resolve_device(settings.device)
-        source = configured_source(settings)
-        load_checkpoint(source.checkpoint, class_index=source.class_index, arch=source.arch,
-                        arch_kwargs=source.arch_kwargs, preprocess=source.preprocess)
+        sha256 = preflight(settings)
     except ResNetServiceError as e:
-        return str(e)
-    return None
+        print(f"resnet-serve: startup failed: {e}", file=sys.stderr)
+        return 1
+    run = RunDir.create()
+    try:
+        run.commit(0, source_to_json(configured_source(settings)), sha256)
+        os.environ.update(run.environ())  # read by the workers, which inherit this environment
+        return supervise(Config("app.main:create_app", factory=True, **config_kwargs), run)
+    finally:
+        for name in run.environ():
+            os.environ.pop(name, None)
+        run.remove()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,17 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print("resnet-serve: --workers must be at least 1", file=sys.stderr)
         return 2
-    if args.workers > 1 and (problem := preflight(settings)):
-        print(f"resnet-serve: startup failed: {problem}", file=sys.stderr)
-        return 1
-
-    import uvicorn
 
     # Each worker reads its settings again from the environment; the flags reach them through it.
     os.environ.update(RESNET_HOST=args.host, RESNET_PORT=str(args.port), RESNET_WORKERS=str(args.workers))
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level=settings.log_level, access_log=False, lifespan="on",
-                timeout_graceful_shutdown=settings.request_timeout_s)
+    config = {"host": args.host, "port": args.port, "workers": args.workers, "log_level": settings.log_level,
+              "access_log": False, "lifespan": "on", "timeout_graceful_shutdown": settings.request_timeout_s}
+    if args.workers > 1:
+        return serve_workers(settings, config)
+
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, **config)
     return 0
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.core.errors import StartupError
 from app.core.logging import configure_logging
+from app.core.rundir import RunDir
 from app.services.inference import InferenceService
 from app.services.model_manager import ModelManager
 from app.services.predictor import BatchingPredictor
@@ -37,7 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level)
     torch.set_num_threads(settings.resolved_torch_threads)
     try:
-        manager = ModelManager(settings, app.state.metrics)
+        manager = ModelManager(settings, app.state.metrics, RunDir.from_env())
     except ResNetServiceError as e:
         _fail(app, str(e))
     predictor = BatchingPredictor(settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_size,
@@ -45,19 +46,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service = InferenceService(settings, manager, predictor, app.state.metrics)
     app.state.service = service  # from here /health/ready answers 503 until the model is in
     try:
-        manager.activate(await asyncio.to_thread(manager.load))
+        await manager.start()
     except ResNetServiceError as e:
         service.close()
         app.state.service = None
         _fail(app, str(e))
     predictor.start()
     hup = _install_sighup(manager)
+    manager.accept_reloads()
     log.info("ready: %d torch threads, %d decode threads, batches of up to %d within %g ms",
              torch.get_num_threads(), settings.resolved_decode_threads, settings.max_batch_size,
              settings.max_batch_delay_ms)
     try:
         yield
     finally:
+        await manager.close()
         if hup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await asyncio.to_thread(predictor.stop)  # finishes what is queued first

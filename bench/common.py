@@ -227,3 +227,36 @@ def onnx_path_for(ckpt_path: Path) -> Path:
     if not out.exists() or read_onnx_metadata(out).get("checkpoint_sha256") != ckpt.sha256:
         export_onnx(ckpt, out)
     return out
+
+
+def artifact_path_for(ckpt_path: Path, precision: str) -> Path:
+    """An fp32, bf16 or int8 ONNX artifact of the checkpoint under WORKDIR, for speed measurements.
+
+    int8 is calibrated on 32 photo-like images through the checkpoint's preprocessing (random-weight models have
+    no data to be accurate on; the accuracy guard is measured by resnet-export on real data, not here). For the
+    default model the shipped weights/model.int8.onnx is used.
+    """
+    import models
+    from models.onnx_export import INPUT_NAME, with_metadata
+    from models.quantize import quantize_int8
+
+    shipped = DEFAULT_CHECKPOINT.with_suffix(f".{precision}.onnx")  # weights/model.int8.onnx
+    if Path(ckpt_path).resolve() == DEFAULT_CHECKPOINT.resolve() and shipped.exists():
+        return shipped
+    fp32 = onnx_path_for(ckpt_path)
+    if precision == "fp32":
+        return fp32
+    ckpt = models.load_checkpoint(ckpt_path)
+    out = fp32.with_suffix(f".{precision}.onnx")
+    if out.exists():
+        return out
+    if precision == "bf16":
+        data = with_metadata(fp32.read_bytes(), {"precision": "bf16"})
+    else:
+        mode = "L" if ckpt.preprocess.channels == 1 else "RGB"
+        images = [models.load_image_tensor(encode(photo_like(320, 240, seed=s, mode=mode), "PNG"), ckpt.preprocess)
+                  for s in range(32)]
+        batches = (np.stack([t.numpy() for t in images[i:i + 8]]) for i in range(0, 32, 8))
+        data = with_metadata(quantize_int8(fp32.read_bytes(), batches, input_name=INPUT_NAME), {"precision": "int8"})
+    out.write_bytes(data)
+    return out

@@ -27,6 +27,7 @@ from bench.common import (
     RESULTS,
     ROOT,
     WORKDIR,
+    artifact_path_for,
     checkpoint_path,
     image_bytes,
     median,
@@ -63,9 +64,10 @@ class Server(ServerProcess):
                     "--no-access-log"]
             ready_path, self.predict_path = "/health", "/predict"
         else:
-            env.update(RESNET_CHECKPOINT=str(ckpt), RESNET_BACKEND=kind, RESNET_DEVICE="cpu")
-            if kind == "onnxruntime":
-                env["RESNET_ONNX_PATH"] = str(onnx_path_for(ckpt))
+            backend, _, precision = kind.partition(":")  # e.g. openvino:int8 = the int8 artifact on OpenVINO
+            env.update(RESNET_CHECKPOINT=str(ckpt), RESNET_BACKEND=backend, RESNET_DEVICE="cpu")
+            if backend in ("onnxruntime", "openvino"):
+                env["RESNET_ONNX_PATH"] = str(artifact_path_for(ckpt, precision or "fp32"))
             env.update(extra_env)
             args = ["-m", "app.cli", "--host", "127.0.0.1", "--port", str(port)]
             ready_path, self.predict_path = "/health/ready", "/v1/predict"
@@ -166,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="resnet50", help="checkpoint file, 'default', or an architecture[@size]")
     p.add_argument("--image", default="photo", choices=sorted(IMAGES))
     p.add_argument("--servers", default="onnxruntime,torch,naive",
-                   help="comma list of service backends (onnxruntime, torch, auto) and 'naive'")
+                   help="comma list of service backends (onnxruntime, openvino, torch, auto), optionally with an "
+                        "artifact precision (onnxruntime:int8, openvino:bf16, openvino:int8), and 'naive'")
     p.add_argument("--concurrency", default="1,4,16,64")
     p.add_argument("--seconds", type=float, default=15.0, help="measured window per concurrency")
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured load before each window")

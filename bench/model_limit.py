@@ -3,7 +3,9 @@
     python -m bench.model_limit --model resnet50 --threads 2
 
 Runtimes: eager (inference_mode), channels_last, bf16 autocast (only where the CPU has native bf16,
-unless --force-bf16), ONNX Runtime (the service's session options) and ONNX Runtime with spinning.
+unless --force-bf16), ONNX Runtime (the service's session options) and ONNX Runtime with spinning, and
+the artifacts of `resnet-export --precision`: onnxruntime_int8, openvino (fp32), openvino_bf16, openvino_int8
+(each through the service's backend class, so with its settings).
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from pathlib import Path
 
 import torch
 
-from bench.common import checkpoint_path, median, onnx_path_for, print_table, time_loop, warn_if_busy, write_results
+from bench.common import (
+    artifact_path_for,
+    checkpoint_path,
+    median,
+    onnx_path_for,
+    print_table,
+    time_loop,
+    warn_if_busy,
+    write_results,
+)
 
 
 def native_bf16() -> bool:
@@ -47,6 +58,19 @@ def ort_runner(ckpt, onnx_path: Path, threads: int, spinning: bool):
     return backend.predict
 
 
+def artifact_runner(ckpt, ckpt_path: Path, mode: str, threads: int):
+    """`onnxruntime_int8`, `openvino`, `openvino_bf16`, `openvino_int8`: the service's backend on that artifact."""
+    runtime, _, precision = mode.partition("_")
+    path = artifact_path_for(ckpt_path, precision or "fp32")
+    if runtime == "openvino":
+        from models.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(ckpt, onnx_path=str(path), threads=threads, device="cpu").predict
+    from models.backends.onnx_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(ckpt, onnx_path=str(path), threads=threads, device="cpu").predict
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet50", help="checkpoint file, 'default', or an architecture[@size]")
@@ -75,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for mode in modes:
-        if mode.startswith("onnxruntime"):
+        if mode in ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8"):
+            run = artifact_runner(ckpt, ckpt_path, mode, args.threads)
+        elif mode.startswith("onnxruntime"):
             run = ort_runner(ckpt, onnx_path, args.threads, spinning=mode.endswith("spin"))
         else:
             run = torch_runner(models.load_checkpoint(ckpt_path).model, mode)

@@ -45,5 +45,21 @@ if [[ -n "${BEFORE:-}" ]]; then
         --warmup 2 --service-root "$BEFORE" --label before --name load_default_before
 fi
 
+# 7. low precision (issue 11): int8 quantizers, raw runtimes, then the service per backend and precision
+$PY -m bench.quantizers --part accuracy
+$PY -m bench.quantizers --part speed --seconds 2
+for m in resnet50@224 resnet18@224; do
+    $PY -m bench.model_limit --model "$m" --batch-sizes 1,8 --seconds 3 --name "model_limit_lowp_${m%@*}" \
+        --modes eager,bf16,onnxruntime,onnxruntime_int8,openvino,openvino_bf16,openvino_int8
+    $PY -m bench.load_test --model "$m" --image photo --concurrency 1,16 --seconds 10 --warmup 3 \
+        --servers onnxruntime,onnxruntime:int8,openvino,openvino:bf16,openvino:int8 --name "load_lowp_${m%@*}"
+done
+$PY -m bench.load_test --model "$DEFAULT" --image fmnist --concurrency 1,16 --seconds 6 --warmup 2 \
+    --servers onnxruntime,onnxruntime:int8,openvino:int8 --name load_lowp_default
+
+# 8. HTTP stack (uvloop + httptools vs asyncio + h11) and JPEG decoders (Pillow draft vs simplejpeg)
+$PY -m bench.http_stack --model "$DEFAULT" --image fmnist --backend auto --seconds 8 --warmup 2 --rounds 3
+$PY -m bench.decode --seconds 4 --rounds 4
+
 # 6. training throughput: resnet-train against a plain loop
 $PY -m bench.train_bench --steps 40

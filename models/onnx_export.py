@@ -1,17 +1,15 @@
-"""`resnet-export`: a checkpoint -> an ONNX model that carries the checkpoint's metadata and sha256.
+"""A checkpoint -> an ONNX model that carries the checkpoint's metadata, sha256 and precision.
 
-The service's ONNX Runtime backend reads the metadata back and refuses a file exported from another
-checkpoint. `onnx` is imported inside the functions, so `import models` never needs it.
+The service's ONNX backends read the metadata back and refuse a file exported from another checkpoint.
+`resnet-export` (training/export.py) writes these files, in fp32, bf16 or int8. `onnx` is imported inside
+the functions, so `import models` never needs it.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
-import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,16 +17,16 @@ from typing import Any
 import torch
 
 from models.atomic import atomic_write_bytes
-from models.checkpoint import Checkpoint, load_checkpoint
+from models.checkpoint import Checkpoint
 from models.errors import CheckpointError
 
 ONNX_FORMAT = "resnet-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+PRECISIONS = ("fp32", "bf16", "int8")
+_JSON_FIELDS = ("arch_kwargs", "classes", "preprocess", "accuracy", "calibration")
 
-log = logging.getLogger("resnet-export")
 
-
-def onnx_metadata(checkpoint: Checkpoint) -> dict[str, str]:
+def onnx_metadata(checkpoint: Checkpoint, precision: str = "fp32") -> dict[str, str]:
     """What travels inside the ONNX file (metadata_props are string -> string)."""
     return {
         "format": ONNX_FORMAT,
@@ -37,6 +35,7 @@ def onnx_metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "classes": json.dumps(checkpoint.classes, ensure_ascii=False),
         "preprocess": json.dumps(checkpoint.preprocess.to_dict(), sort_keys=True),
         "checkpoint_sha256": checkpoint.sha256,
+        "precision": precision,
         "torch_version": str(torch.__version__),
     }
 
@@ -53,19 +52,34 @@ def _export_bytes(model: torch.nn.Module, example: torch.Tensor, opset: int, dyn
     return buf.getvalue()
 
 
-def export_onnx(checkpoint: Checkpoint, path: str | Path, *, opset: int = 17, dynamic_batch: bool = True) -> Path:
-    """Write `checkpoint`'s model as ONNX (input NCHW float32 at the crop size, batch axis dynamic) to `path`."""
-    import onnx
-
+def export_onnx_bytes(checkpoint: Checkpoint, *, opset: int = 17, dynamic_batch: bool = True) -> bytes:
+    """`checkpoint`'s model as a serialized fp32 ONNX model (NCHW float32 at the crop size) with its metadata."""
     spec = checkpoint.preprocess
     model = copy.deepcopy(checkpoint.model).float().cpu().eval().to(memory_format=torch.contiguous_format)
     example = torch.zeros(2 if dynamic_batch else 1, spec.channels, spec.crop, spec.crop)
-    proto = onnx.load_from_string(_export_bytes(model, example, opset, dynamic_batch))
-    for key, value in onnx_metadata(checkpoint).items():
+    doc = f"{checkpoint.arch} exported from {checkpoint.path.name} (sha256 {checkpoint.sha256})"
+    return with_metadata(_export_bytes(model, example, opset, dynamic_batch), onnx_metadata(checkpoint), doc=doc)
+
+
+def with_metadata(data: bytes, props: dict[str, Any], *, doc: str | None = None) -> bytes:
+    """`data` (a serialized ONNX model) with `props` set in its metadata (dicts and lists as JSON), checked."""
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    merged = {p.key: p.value for p in proto.metadata_props}
+    merged.update({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in props.items()})
+    del proto.metadata_props[:]
+    for key, value in merged.items():
         proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = f"{checkpoint.arch} exported from {checkpoint.path.name} (sha256 {checkpoint.sha256})"
+    if doc is not None:
+        proto.doc_string = doc
     onnx.checker.check_model(proto)
-    return atomic_write_bytes(path, proto.SerializeToString())
+    return proto.SerializeToString()
+
+
+def export_onnx(checkpoint: Checkpoint, path: str | Path, *, opset: int = 17, dynamic_batch: bool = True) -> Path:
+    """Write `checkpoint`'s model as fp32 ONNX (input NCHW float32 at the crop size, batch axis dynamic) to `path`."""
+    return atomic_write_bytes(path, export_onnx_bytes(checkpoint, opset=opset, dynamic_batch=dynamic_batch))
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
@@ -84,34 +98,10 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
     """metadata_props (all strings) -> plain values; JSON fields decoded."""
     out: dict[str, Any] = dict(props)
-    for key in ("arch_kwargs", "classes", "preprocess", "accuracy"):
+    for key in _JSON_FIELDS:
         if key in out:
             try:
                 out[key] = json.loads(out[key])
             except json.JSONDecodeError:
                 raise CheckpointError(f"ONNX metadata field {key!r} is not valid JSON") from None
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="resnet-export", description="Export a checkpoint to ONNX for the service.")
-    parser.add_argument("checkpoint", help="checkpoint file written by resnet-train (or save_checkpoint)")
-    output = parser.add_argument_group("output")
-    output.add_argument("-o", "--out", default=None, help="ONNX file to write (default: the checkpoint's path with "
-                        ".onnx)")
-    output.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: %(default)s)")
-    output.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 instead of a dynamic "
-                        "batch size (default: dynamic)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-    except CheckpointError as e:
-        sys.exit(f"resnet-export: {e}")
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
-    export_onnx(ckpt, out, opset=args.opset, dynamic_batch=not args.static_batch)
-    log.info("wrote %s (%s, sha256 %s)", out, ckpt.arch, ckpt.sha256[:12])
-
-
-if __name__ == "__main__":
-    main()

@@ -10,21 +10,28 @@ import torch
 from app.core.config import Settings
 from app.core.errors import ServiceConfigError
 from models import Checkpoint, ResNetServiceError
-from models.backends import InferenceBackend, TorchBackend, onnx_backend_available, use_channels_last
+from models.backends import (
+    InferenceBackend,
+    TorchBackend,
+    onnx_backend_available,
+    openvino_available,
+    use_channels_last,
+)
 
 __all__ = ["InferenceBackend", "TorchBackend", "build_backend", "onnx_backend_available"]
 log = logging.getLogger(__name__)
 
 
 def build_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> InferenceBackend:
-    """The backend `settings.backend` asks for; `auto` = onnxruntime on the CPU when available, else torch."""
+    """The backend `settings.backend` asks for; `auto` = onnxruntime on the CPU when available (openvino, when
+    installed, for a bf16 or int8 artifact: measured faster at low precision, docs/BENCHMARKS.md), else torch."""
     choice = settings.backend
     if choice == "auto":
-        choice = "onnxruntime" if device.type == "cpu" and onnx_backend_available() else "torch"
+        choice = _auto_choice(settings, device)
     if choice == "torch":
         return TorchBackend(checkpoint, device, channels_last=use_channels_last(device))
     try:
-        return _onnx_backend(settings, checkpoint, device)
+        return _onnx_backend(settings, checkpoint, device, choice)
     except ResNetServiceError as e:
         if settings.backend != "auto":
             raise
@@ -32,13 +39,25 @@ def build_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
         return TorchBackend(checkpoint, device, channels_last=use_channels_last(device))
 
 
-def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> InferenceBackend:
+def _auto_choice(settings: Settings, device: torch.device) -> str:
+    if device.type != "cpu" or not onnx_backend_available():
+        return "torch"
+    if settings.onnx_path and openvino_available() and _artifact_precision(str(settings.onnx_path)) in ("bf16", "int8"):
+        return "openvino"
+    return "onnxruntime"
+
+
+def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device, choice: str) -> InferenceBackend:
     if not onnx_backend_available():
         raise ServiceConfigError(
-            "RESNET_BACKEND=onnxruntime needs the onnxruntime package and models/backends/onnx_backend.py "
+            f"RESNET_BACKEND={choice} needs the onnxruntime package and models/backends/onnx_backend.py "
             "(pip install 'resnet-service[onnx]'), or set RESNET_BACKEND=torch"
         )
+    if choice == "openvino" and not openvino_available():
+        raise ServiceConfigError("RESNET_BACKEND=openvino needs the openvino package "
+                                 "(pip install 'resnet-service[openvino]')")
     from models.backends.onnx_backend import OnnxRuntimeBackend
+    from models.backends.openvino_backend import OpenVinoBackend
 
     onnx_path = str(settings.onnx_path) if settings.onnx_path else None
     if onnx_path and not _same_file(checkpoint.path, settings.checkpoint) and _exported_from_another(onnx_path,
@@ -47,12 +66,12 @@ def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
         log.info("%s is not RESNET_CHECKPOINT: exporting it to ONNX instead of using %s", checkpoint.path, onnx_path)
         onnx_path = None
     try:
-        return OnnxRuntimeBackend(checkpoint, onnx_path=onnx_path, threads=settings.resolved_torch_threads,
-                                  device=str(device))
+        runtime = OpenVinoBackend if choice == "openvino" else OnnxRuntimeBackend
+        return runtime(checkpoint, onnx_path=onnx_path, threads=settings.resolved_torch_threads, device=str(device))
     except ResNetServiceError:
         raise
     except Exception as e:  # export or session creation failed: say so in one line
-        raise ServiceConfigError(f"onnxruntime backend failed to start: {type(e).__name__}: {e}") from None
+        raise ServiceConfigError(f"{choice} backend failed to start: {type(e).__name__}: {e}") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -60,6 +79,16 @@ def _same_file(a: Path, b: Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
         return False
+
+
+def _artifact_precision(onnx_path: str) -> str | None:
+    """The precision recorded in `onnx_path`, None when it cannot be read (the backend then says why)."""
+    from models.onnx_export import read_onnx_metadata
+
+    try:
+        return read_onnx_metadata(onnx_path).get("precision", "fp32")
+    except ResNetServiceError:
+        return None
 
 
 def _exported_from_another(onnx_path: str, checkpoint: Checkpoint) -> bool:

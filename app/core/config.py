@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     preprocess: dict[str, Any] | None = None  # its preprocessing (JSON, the checkpoint's `preprocess` keys)
     model_dir: Path | None = None  # HTTP reload loads only from here; default: the folder of RESNET_CHECKPOINT
     device: str = "auto"
-    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto"
     onnx_path: Path | None = None
     max_batch_size: int = Field(16, ge=1, le=1024)
     max_batch_delay_ms: float = Field(5.0, ge=0, le=10_000)

@@ -22,6 +22,15 @@ class BatchingInfo(BaseModel):
     request_timeout_s: float
 
 
+class ExportAccuracy(BaseModel):
+    """What `resnet-export` measured for a low-precision artifact, on held-out images."""
+
+    top1_fp32: float = Field(description="Top-1 of the exact fp32 model.")
+    top1: float = Field(description="Top-1 of the model at the precision being served.")
+    agreement: float = Field(description="Share of images whose top-1 class both models agree on.")
+    eval_size: int = Field(description="Held-out images compared.")
+
+
 class ModelInfo(BaseModel):
     arch: str
     arch_kwargs: dict[str, Any]
@@ -32,6 +41,9 @@ class ModelInfo(BaseModel):
     feature_layers: list[str] = Field(description="Layers `POST /v1/feature-maps` can show.")
     device: str
     backend: str
+    precision: Literal["fp32", "bf16", "int8"] = Field(description="Arithmetic of the forward pass.")
+    export_accuracy: ExportAccuracy | None = Field(description="Accuracy of a low-precision artifact against fp32, "
+                                                   "measured at export; null for the exact fp32 path.")
     checkpoint_file: str = Field(description="File name of the checkpoint (no directory).")
     checkpoint_sha256: str
     loaded_at: datetime

@@ -21,12 +21,13 @@ from app.core.errors import (
 )
 from app.core.metrics import ServiceMetrics
 from app.schemas.errors import ErrorBody
-from app.schemas.model import BatchingInfo, ModelInfo, PreprocessInfo, ReloadRequest
+from app.schemas.model import BatchingInfo, ExportAccuracy, ModelInfo, PreprocessInfo, ReloadRequest
 from app.schemas.predict import BatchItem, BatchResponse, BatchTiming, ModelRef, Prediction, PredictResponse, Timing
 from app.services.feature_maps import feature_map_png
 from app.services.model_manager import LoadedModel, ModelManager, requested_source
 from app.services.predictor import BatchingPredictor, PredictResult
 from models import ImageError, load_image_tensor
+from models.backends.base import InferenceBackend
 from models.postprocess import top_k
 
 T = TypeVar("T")
@@ -54,6 +55,13 @@ class InferenceService:
         model = self.manager.current
         if model is None or not self.predictor.accepting:
             raise NotReadyError("no model is loaded")
+        return model
+
+    def ready_model(self) -> LoadedModel:
+        """`/health/ready`: `model()`, and 503 while this worker lags behind the model its run committed to."""
+        model = self.model()
+        if not self.manager.serves_current():
+            raise NotReadyError("this worker does not serve the current model yet")
         return model
 
     def deadline(self) -> float:
@@ -203,6 +211,15 @@ def plain_json(value: Any) -> Any:
     return value
 
 
+def export_accuracy(backend: InferenceBackend) -> ExportAccuracy | None:
+    """The accuracy recorded in a low-precision artifact (None when nothing was recorded)."""
+    acc = backend.accuracy
+    if not acc:
+        return None
+    return ExportAccuracy(top1_fp32=acc["top1_fp32"], top1=acc["top1"], agreement=acc["agreement"],
+                          eval_size=int(acc["eval_size"]))
+
+
 def model_info(model: LoadedModel, settings: Settings) -> ModelInfo:
     """Everything a client may want to know about the model being served."""
     ckpt = model.checkpoint
@@ -213,6 +230,7 @@ def model_info(model: LoadedModel, settings: Settings) -> ModelInfo:
         preprocess=PreprocessInfo(resize=spec.resize, crop=spec.crop, mean=list(spec.mean), std=list(spec.std),
                                   interpolation=spec.interpolation, color_mode=spec.color_mode),
         feature_layers=model.feature_layers, device=model.backend.device, backend=model.backend.name,
+        precision=model.backend.precision, export_accuracy=export_accuracy(model.backend),
         checkpoint_file=ckpt.path.name, checkpoint_sha256=ckpt.sha256, loaded_at=model.loaded_at,
         metrics=plain_json(ckpt.metrics),
         batching=BatchingInfo(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms,

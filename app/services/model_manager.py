@@ -16,6 +16,8 @@ from app.backends import build_backend
 from app.core.config import Settings
 from app.core.errors import ForbiddenPathError, ServiceConfigError
 from app.core.metrics import ServiceMetrics
+from app.core.rundir import RunDir
+from app.services.cluster import Cluster
 from models import CLASS_INDEX_NAME, Checkpoint, CheckpointError, ResNetServiceError, load_checkpoint
 from models.backends.base import InferenceBackend
 from models.device import DeviceError
@@ -123,13 +125,15 @@ def warm_up(backend: InferenceBackend, checkpoint: Checkpoint) -> None:
 class ModelManager:
     """Owns the model being served (`current`); `reload` replaces it only once the new one has warmed up."""
 
-    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics, run: RunDir | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.device = resolve_device(settings.device)
         self.current: LoadedModel | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # One of several workers of `resnet-serve`: the first model and every reload go through all of them.
+        self.cluster = Cluster(run, self.load, self.activate) if run is not None else None
 
     def load(self, source: ModelSource | None = None) -> LoadedModel:
         """Load, build the backend and warm up (blocking; call it from a thread). Nothing is swapped."""
@@ -145,21 +149,47 @@ class ModelManager:
     def activate(self, model: LoadedModel) -> None:
         """Swap `model` in: one reference assignment, so each request sees either the old or the new model."""
         self.current = model
-        ckpt = model.checkpoint
-        self.metrics.set_model(ckpt.arch, ckpt.sha256, model.backend.name, model.backend.device)
+        ckpt, backend = model.checkpoint, model.backend
+        self.metrics.set_model(ckpt.arch, ckpt.sha256, backend.name, backend.device, backend.precision,
+                               backend.accuracy)
         log.info("serving %s (%s, sha256 %s) with %s on %s", ckpt.path.name, ckpt.arch, ckpt.sha256[:12],
                  model.backend.name, model.backend.device)
 
+    async def start(self) -> None:
+        """Load and swap in the first model: the configured one, or the one every worker of the run serves."""
+        if self.cluster is None:
+            self.activate(await asyncio.to_thread(self.load))
+        else:
+            await self.cluster.join()
+
+    def accept_reloads(self) -> None:
+        """With several workers: take part in the run's reloads from now on (once the SIGHUP handler is in place,
+        since the supervisor then passes SIGHUP here)."""
+        if self.cluster is not None:
+            self.cluster.start()
+
+    async def close(self) -> None:
+        """Leave the run's reloads (several workers); nothing to do for a lone server."""
+        if self.cluster is not None:
+            await self.cluster.stop()
+
+    def serves_current(self) -> bool:
+        """False while this worker lags behind the model its run committed to (always True for a lone server)."""
+        return self.cluster is None or self.cluster.is_current()
+
     async def reload(self, source: ModelSource | None = None) -> LoadedModel | None:
-        """Load and warm up in a thread, then swap; returns the previous model. Raises if the new one is bad."""
+        """Load and warm up in a thread, then swap (in every worker of the run); returns the previous model. Raises
+        if the new one is bad, and then nothing was swapped."""
         async with self._lock:
+            previous = self.current
             try:
-                new = await asyncio.to_thread(self.load, source)
+                if self.cluster is None:
+                    self.activate(await asyncio.to_thread(self.load, source))
+                else:
+                    await self.cluster.reload(source or configured_source(self.settings))
             except ResNetServiceError:
                 self.metrics.reloads.labels("failure").inc()
                 raise
-            previous = self.current
-            self.activate(new)
             self.metrics.reloads.labels("success").inc()
             return previous
 

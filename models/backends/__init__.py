@@ -13,7 +13,7 @@ import torch
 from models.backends.base import InferenceBackend
 from models.backends.torch_backend import TorchBackend
 
-__all__ = ["InferenceBackend", "TorchBackend", "onnx_backend_available", "use_channels_last"]
+__all__ = ["InferenceBackend", "TorchBackend", "onnx_backend_available", "openvino_available", "use_channels_last"]
 
 
 def onnx_backend_available() -> bool:
@@ -25,6 +25,11 @@ def onnx_backend_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def openvino_available() -> bool:
+    """True when the `openvino` package is installed (`pip install 'resnet-service[openvino]'`)."""
+    return importlib.util.find_spec("openvino") is not None
 
 
 def use_channels_last(device: torch.device) -> bool:

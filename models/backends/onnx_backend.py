@@ -1,14 +1,13 @@
 """ONNX Runtime backend: the same checkpoint, run by ORT (about 1.7x eager PyTorch on a small CPU).
 
-Loads an ONNX file written by `resnet-export`, or exports the checkpoint into a temp dir at startup.
-A file exported from another checkpoint (embedded sha256 differs) is refused with `CheckpointError`.
+Loads an ONNX file written by `resnet-export` (fp32 or int8), or exports the checkpoint into a temp dir at
+startup. A file exported from another checkpoint (embedded sha256 differs) is refused with `CheckpointError`.
 Feature maps stay on the torch path: this backend only turns a preprocessed batch into logits.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -70,32 +69,21 @@ class OnnxRuntimeBackend:
     ) -> None:
         import onnxruntime as ort
 
-        from models.onnx_export import INPUT_NAME, OUTPUT_NAME, decode_metadata, export_onnx
+        from models.backends.artifact import open_artifact
+        from models.onnx_export import INPUT_NAME, OUTPUT_NAME
 
         self._input, self._output = INPUT_NAME, OUTPUT_NAME
         providers, self.device = _providers(device)
         opts = session_options(threads, allow_spinning=allow_spinning)
-        if onnx_path is None:
-            # ORT keeps the model in memory once the session exists, so the temp file can go right away.
-            with tempfile.TemporaryDirectory(prefix="resnet-onnx-") as tmp:
-                path = export_onnx(checkpoint, Path(tmp) / "model.onnx")
-                self._session = self._open(ort, path, opts, providers)
-            self.onnx_path: str | None = None
-        else:
-            path = Path(onnx_path)
-            if not path.is_file():
-                raise CheckpointError(f"{path}: ONNX file not found")
-            self._session = self._open(ort, path, opts, providers)
-            self.onnx_path = str(path)
-        self.metadata = decode_metadata(dict(self._session.get_modelmeta().custom_metadata_map))
-        embedded = self.metadata.get("checkpoint_sha256")
-        if embedded != checkpoint.sha256:
-            raise CheckpointError(
-                f"{path}: ONNX model was exported from checkpoint sha256 {str(embedded)[:12]}..., "
-                f"not from {checkpoint.path.name} ({checkpoint.sha256[:12]}...); run resnet-export again"
-            )
-        self.precision = str(self.metadata.get("precision", "fp32"))
-        self.accuracy: dict[str, float] = dict(self.metadata.get("accuracy") or {})
+        with open_artifact(checkpoint, onnx_path) as artifact:
+            if artifact.precision == "bf16":
+                raise CheckpointError(f"{artifact.path}: a bf16 artifact runs on OpenVINO (ONNX Runtime's CPU "
+                                      "provider has no fast bf16 convolutions): set RESNET_BACKEND=openvino")
+            self._session = self._open(ort, artifact.path, opts, providers)
+        self.onnx_path = str(artifact.path) if artifact.given else None
+        self.metadata = artifact.metadata
+        self.precision = artifact.precision
+        self.accuracy: dict[str, float] = artifact.accuracy
         self.threads = threads
         self.providers = self._session.get_providers()
 

@@ -7,14 +7,12 @@ files of one /v1/predict/batch call) and scores must agree within SCORE_ATOL.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-import httpx
 import pytest
+from helpers.asgi import every_endpoint
 from helpers.images import image_bytes
 
 from app.core.config import Settings
-from app.main import create_app
 
 # Softmax scores of logits that agree within 1e-4 (tests/backends/test_onnx_export.py) agree closer still.
 SCORE_ATOL = 1e-4
@@ -23,51 +21,16 @@ SCORE_ATOL = 1e-4
 IMAGES = [image_bytes("PNG", size, seed) for seed, size in enumerate([(28, 28), (40, 32), (100, 60), (17, 23)])]
 
 
-async def ask(settings: Settings, reload_to: str | None = None) -> dict[str, Any]:
-    """Every endpoint once: predictions one by one and as one batch call, model info, health, metrics, feature maps."""
-    app = create_app(settings)
-    out: dict[str, Any] = {}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"X-API-Key": settings.api_key_value} if settings.api_key_value else {}
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
-            out["ready"] = (await client.get("/health/ready")).status_code
-            single = []
-            for data in IMAGES:
-                r = await client.post("/v1/predict", files={"file": ("x.png", data, "image/png")},
-                                      params={"top_k": 10})
-                assert r.status_code == 200, r.text
-                single.append(r.json())
-            out["single"] = single
-            predictor = app.state.service.predictor
-            before = predictor.forward_passes
-            files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(IMAGES)]
-            r = await client.post("/v1/predict/batch", files=files, params={"top_k": 10})
-            assert r.status_code == 200, r.text
-            out["batch"], out["batch_passes"] = r.json()["results"], predictor.forward_passes - before
-            out["info"] = (await client.get("/v1/model")).json()
-            out["metrics"] = (await client.get("/metrics")).text
-            fm = await client.post("/v1/feature-maps", params={"layer": "layer1", "channels": 4},
-                                   files={"file": ("x.png", IMAGES[0], "image/png")})
-            out["feature_maps"] = (fm.status_code, fm.headers.get("content-type"), fm.headers.get("X-Feature-Shape"))
-            if reload_to:
-                r = await client.post("/v1/model/reload", json={"checkpoint": reload_to})
-                assert r.status_code == 200, r.text
-                out["reloaded"] = r.json()["model"]
-                r = await client.post("/v1/predict", files={"file": ("x.png", IMAGES[0], "image/png")})
-                out["after_reload"] = r.json()
-    return out
-
-
 @pytest.fixture(scope="module")
 def answers(resnet20_ckpt, resnet20_onnx):
     # A long batching delay: single requests must still not wait for it (nothing else is on the way), and the
     # four files of the batch call must share one forward pass.
     common = {"checkpoint": resnet20_ckpt.path, "device": "cpu", "torch_threads": 1, "decode_threads": 2,
               "max_batch_delay_ms": 5000, "log_level": "warning"}
-    torch_run = asyncio.run(ask(Settings(backend="torch", **common)))
-    onnx_run = asyncio.run(ask(Settings(backend="onnxruntime", onnx_path=resnet20_onnx, **common)))
-    export_run = asyncio.run(ask(Settings(backend="onnxruntime", **common)))  # exports at startup
+    torch_run = asyncio.run(every_endpoint(IMAGES, Settings(backend="torch", **common)))
+    onnx_run = asyncio.run(every_endpoint(IMAGES, Settings(backend="onnxruntime", onnx_path=resnet20_onnx,
+                                                           **common)))
+    export_run = asyncio.run(every_endpoint(IMAGES, Settings(backend="onnxruntime", **common)))  # exports at startup
     return torch_run, onnx_run, export_run
 
 
@@ -110,6 +73,6 @@ def test_reload_with_an_onnx_file_exports_the_new_checkpoint(resnet20_ckpt, resn
     other = checkpoint_factory(tmp_path / "other.pt", "resnet20", resnet20_ckpt.preprocess, 10, seed=7)
     settings = Settings(checkpoint=resnet20_ckpt.path, backend="onnxruntime", onnx_path=resnet20_onnx, device="cpu",
                         torch_threads=1, log_level="warning", api_key="k", model_dir=tmp_path.parent)
-    got = asyncio.run(ask(settings, reload_to=str(other.path)))
+    got = asyncio.run(every_endpoint(IMAGES, settings, reload_to=str(other.path)))
     assert got["reloaded"]["checkpoint_sha256"] == other.sha256 and got["reloaded"]["backend"] == "onnxruntime"
     assert got["after_reload"]["model"]["checkpoint_sha256"] == other.sha256

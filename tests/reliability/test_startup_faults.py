@@ -16,6 +16,7 @@ from helpers.checkpoints import make_checkpoint
 from helpers.server import REPO, server_env
 
 pytestmark = pytest.mark.slow
+SHIPPED_INT8 = REPO / "weights" / "model.int8.onnx"
 
 
 class _RunsAShellCommand:
@@ -56,6 +57,11 @@ def _faults(tmp: Path) -> dict[str, tuple[dict[str, object], str]]:
         "disagreeing_class_index": ({"checkpoint": disagreeing}, "class index disagrees with checkpoint"),
         "cuda_without_gpu": ({"checkpoint": good, "device": "cuda"}, "CUDA is not available"),
         "malicious_pickle": ({"checkpoint": evil}, "refused to load"),
+        # The shipped int8 artifact of weights/model.pt, given to another checkpoint, on both ONNX runtimes.
+        "foreign_int8_onnxruntime": ({"checkpoint": good, "backend": "onnxruntime", "onnx_path": SHIPPED_INT8},
+                                     "model.int8.onnx: ONNX model was exported from checkpoint sha256"),
+        "foreign_int8_openvino": ({"checkpoint": good, "backend": "openvino", "onnx_path": SHIPPED_INT8},
+                                  "model.int8.onnx: ONNX model was exported from checkpoint sha256"),
     }
 
 
@@ -77,7 +83,8 @@ def startups(tmp_path_factory) -> tuple[Path, dict[str, tuple[int, str, str]]]:
 
 
 @pytest.mark.parametrize("name", ["missing", "truncated", "wrong_class_count", "disagreeing_class_index",
-                                  "cuda_without_gpu", "malicious_pickle"])
+                                  "cuda_without_gpu", "malicious_pickle", "foreign_int8_onnxruntime",
+                                  "foreign_int8_openvino"])
 def test_a_faulty_deployment_stops_with_one_clear_line(startups, name):
     _, results = startups
     code, output, expected = results[name]

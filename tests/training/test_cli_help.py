@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training import config, evaluate, predict
+from training import config, evaluate, export, predict
 from training.config import GROUPS, HELP, TrainConfig, build_parser, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,12 +34,6 @@ def captured_parser(monkeypatch, call) -> argparse.ArgumentParser:
     return seen[0]
 
 
-def export_parser(monkeypatch) -> argparse.ArgumentParser:
-    from models import onnx_export
-
-    return captured_parser(monkeypatch, lambda: onnx_export.main([]))
-
-
 def serve_parser(monkeypatch) -> argparse.ArgumentParser:
     from app import cli
     from app.core.config import Settings
@@ -51,14 +45,14 @@ PARSERS = {
     "resnet-train": lambda mp: build_parser(),
     "resnet-eval": lambda mp: evaluate.build_parser(),
     "resnet-predict": lambda mp: predict.build_parser(),
-    "resnet-export": export_parser,
+    "resnet-export": lambda mp: export.build_parser(),
     "resnet-serve": serve_parser,
 }
 GROUP_TITLES = {
     "resnet-train": TRAIN_GROUPS,
     "resnet-eval": ["data", "model", "output", "runtime"],
     "resnet-predict": ["model", "output", "runtime"],
-    "resnet-export": ["output"],
+    "resnet-export": ["output", "calibration (int8)", "accuracy guard (bf16, int8)", "runtime"],
     "resnet-serve": ["server"],
 }
 

@@ -196,6 +196,7 @@ def test_device_cuda_without_cuda_is_a_clear_error(checkpoint, photos, capsys):
     assert "resnet-predict: error: --device cuda: CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_predictions(checkpoint, photos, tmp_path):
     cpu, cuda = tmp_path / "cpu.jsonl", tmp_path / "cuda.jsonl"

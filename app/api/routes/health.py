@@ -17,8 +17,10 @@ async def live() -> LiveResponse:
 
 
 @router.get("/ready", response_model=ReadyResponse, summary="A model is loaded, warmed up and serving",
+            description="With several workers (`resnet-serve --workers N`), 200 only when the worker that answers "
+                        "serves the model the last reload committed to.",
             responses=e.error_responses(e.NOT_READY))
 async def ready(service: ServiceDep) -> ReadyResponse:
-    model = service.model()
+    model = service.ready_model()
     return ReadyResponse(checkpoint_sha256=model.checkpoint.sha256, backend=model.backend.name,
                          device=model.backend.device)

@@ -1,9 +1,8 @@
-"""GET /metrics in the Prometheus text format."""
+"""GET /metrics in the Prometheus text format (with several workers: all of them, whichever answers)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import require_metrics_key
 from app.core import errors as e
@@ -19,4 +18,5 @@ async def metrics(request: Request) -> Response:
     state = request.app.state
     if state.service is not None:
         state.metrics.queue_depth.set(state.service.queue_depth)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body, media_type = state.metrics.exposition()
+    return Response(body, media_type=media_type)

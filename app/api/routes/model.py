@@ -27,7 +27,10 @@ async def describe(service: ServiceDep) -> ModelInfo:
                 "`reload_disabled`) unless the service runs with RESNET_API_KEY, and only files inside "
                 "RESNET_MODEL_DIR (default: the folder of RESNET_CHECKPOINT) load; any other path is 403 "
                 "`forbidden_path`, whatever is there. A bare state dict needs `arch` (and `class_index`). "
-                "SIGHUP to the process reloads the configured checkpoint the same way.",
+                "SIGHUP to the process reloads the configured checkpoint the same way. With several workers "
+                "(`resnet-serve --workers N`) every worker loads and warms the model before any of them swaps, "
+                "and the answer comes once all serve it; if one worker fails, none swaps and the error is that "
+                "worker's (503 `not_ready` when one did not answer in time).",
     responses=e.error_responses(e.BAD_REQUEST, e.UNAUTHORIZED, e.RELOAD_DISABLED, e.FORBIDDEN_PATH,
                                 e.PAYLOAD_TOO_LARGE, e.INVALID_CHECKPOINT, e.INVALID_CONFIGURATION, e.INVALID_REQUEST,
                                 e.NOT_READY),

@@ -73,7 +73,7 @@ async def server_live() -> Response:
 @router.get("/health/ready", summary="The server is ready", response_class=Response,
             responses={200: {"description": "Ready (empty body)."}, 503: _ERRORS[503]})
 async def server_ready(service: ServiceDep) -> Response:
-    service.model()
+    service.ready_model()
     return Response(status_code=200)
 
 
@@ -101,7 +101,7 @@ async def model_version_metadata(name: Name, version: Version, service: ServiceD
             responses={200: {"description": "Ready (empty body)."}, **{k: _ERRORS[k] for k in (404, 503)}})
 async def model_ready(name: Name, service: ServiceDep, settings: SettingsDep) -> Response:
     check_model(settings, name)
-    service.model()
+    service.ready_model()
     return Response(status_code=200)
 
 
@@ -110,7 +110,7 @@ async def model_ready(name: Name, service: ServiceDep, settings: SettingsDep) ->
             responses={200: {"description": "Ready (empty body)."}, **{k: _ERRORS[k] for k in (404, 503)}})
 async def model_version_ready(name: Name, version: Version, service: ServiceDep, settings: SettingsDep) -> Response:
     check_model(settings, name, version)
-    service.model()
+    service.ready_model()
     return Response(status_code=200)
 
 
