@@ -60,15 +60,11 @@ def ort_runner(ckpt, onnx_path: Path, threads: int, spinning: bool):
 
 def artifact_runner(ckpt, ckpt_path: Path, mode: str, threads: int):
     """`onnxruntime_int8`, `openvino`, `openvino_bf16`, `openvino_int8`: the service's backend on that artifact."""
+    from models.backends import onnx_runtime_class
+
     runtime, _, precision = mode.partition("_")
     path = artifact_path_for(ckpt_path, precision or "fp32")
-    if runtime == "openvino":
-        from models.backends.openvino_backend import OpenVinoBackend
-
-        return OpenVinoBackend(ckpt, onnx_path=str(path), threads=threads, device="cpu").predict
-    from models.backends.onnx_backend import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(ckpt, onnx_path=str(path), threads=threads, device="cpu").predict
+    return onnx_runtime_class(runtime)(ckpt, onnx_path=str(path), threads=threads, device="cpu").predict
 
 
 def main(argv: list[str] | None = None) -> None:

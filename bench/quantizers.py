@@ -51,11 +51,9 @@ def nncf_int8(fp32: bytes, batches: list[np.ndarray]) -> bytes:
 
 
 def backend(ckpt, path: Path, runtime: str, threads: int):
-    from models.backends.onnx_backend import OnnxRuntimeBackend
-    from models.backends.openvino_backend import OpenVinoBackend
+    from models.backends import onnx_runtime_class
 
-    cls = OpenVinoBackend if runtime == "openvino" else OnnxRuntimeBackend
-    return cls(ckpt, onnx_path=str(path), threads=threads, device="cpu")
+    return onnx_runtime_class(runtime)(ckpt, onnx_path=str(path), threads=threads, device="cpu")
 
 
 def artifacts(ckpt, fp32_path: Path, batches: list[np.ndarray], tmp: Path) -> dict[str, Path]:

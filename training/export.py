@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from models.atomic import atomic_write_bytes
+from models.backends import onnx_runtime_class
 from models.backends.base import InferenceBackend
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.errors import ResNetServiceError
@@ -125,14 +126,9 @@ def compare(fp32: np.ndarray, low: np.ndarray, labels: np.ndarray) -> Comparison
 
 
 def open_backend(ckpt: Checkpoint, path: Path, precision: str, threads: int) -> InferenceBackend:
-    """The runtime the service uses for this precision: OpenVINO for bf16, ONNX Runtime otherwise."""
-    if precision == "bf16":
-        from models.backends.openvino_backend import OpenVinoBackend
-
-        return OpenVinoBackend(ckpt, onnx_path=str(path), threads=threads, device="cpu")
-    from models.backends.onnx_backend import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(ckpt, onnx_path=str(path), threads=threads, device="cpu")
+    """The runtime that scores this precision: OpenVINO for bf16 (the only one that runs it), ONNX Runtime otherwise."""
+    runtime = "openvino" if precision == "bf16" else "onnxruntime"
+    return onnx_runtime_class(runtime)(ckpt, onnx_path=str(path), threads=threads, device="cpu")
 
 
 def low_precision_bytes(fp32: bytes, args: argparse.Namespace, ckpt: Checkpoint, data: str) -> bytes:

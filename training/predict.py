@@ -147,9 +147,10 @@ def write_rows(path: Path, rows: Iterable[dict[str, Any]], k: int) -> int:
 
 
 def onnx_predictor(path: Path, args: argparse.Namespace, device: torch.device) -> Predictor:
-    """An ONNX file written by resnet-export, on ONNX Runtime; with --from-checkpoint, its sha256 must match."""
+    """An ONNX file written by resnet-export, on ONNX Runtime (OpenVINO for bf16 and int8 when installed, as the
+    service does); with --from-checkpoint, its sha256 must match."""
     try:
-        from models.backends.onnx_backend import OnnxRuntimeBackend
+        from models.backends import onnx_runtime_class, preferred_onnx_runtime
         from models.onnx_export import ONNX_FORMAT, read_onnx_metadata
     except ImportError as e:
         raise CheckpointError(f"{path}: ONNX files need onnx and onnxruntime ({e}); "
@@ -174,7 +175,8 @@ def onnx_predictor(path: Path, args: argparse.Namespace, device: torch.device) -
         ckpt = Checkpoint(model=torch.nn.Module(), arch=meta.get("arch", "?"), arch_kwargs=meta.get("arch_kwargs", {}),
                           classes=list(meta.get("classes") or []), preprocess=spec, metrics={}, training={},
                           sha256=meta.get("checkpoint_sha256", ""), path=path, meta=meta)
-    backend = OnnxRuntimeBackend(ckpt, onnx_path=str(path), threads=args.threads, device=str(device))
+    runtime = onnx_runtime_class(preferred_onnx_runtime(str(read_onnx_metadata(path).get("precision", "fp32"))))
+    backend = runtime(ckpt, onnx_path=str(path), threads=args.threads, device=str(device))
     return Predictor(backend, ckpt.classes, ckpt.preprocess)
 
 

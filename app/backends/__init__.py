@@ -14,7 +14,9 @@ from models.backends import (
     InferenceBackend,
     TorchBackend,
     onnx_backend_available,
+    onnx_runtime_class,
     openvino_available,
+    preferred_onnx_runtime,
     use_channels_last,
 )
 
@@ -42,9 +44,8 @@ def build_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
 def _auto_choice(settings: Settings, device: torch.device) -> str:
     if device.type != "cpu" or not onnx_backend_available():
         return "torch"
-    if settings.onnx_path and openvino_available() and _artifact_precision(str(settings.onnx_path)) in ("bf16", "int8"):
-        return "openvino"
-    return "onnxruntime"
+    precision = _artifact_precision(str(settings.onnx_path)) if settings.onnx_path else None
+    return preferred_onnx_runtime(precision or "fp32")
 
 
 def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device, choice: str) -> InferenceBackend:
@@ -56,9 +57,6 @@ def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     if choice == "openvino" and not openvino_available():
         raise ServiceConfigError("RESNET_BACKEND=openvino needs the openvino package "
                                  "(pip install 'resnet-service[openvino]')")
-    from models.backends.onnx_backend import OnnxRuntimeBackend
-    from models.backends.openvino_backend import OpenVinoBackend
-
     onnx_path = str(settings.onnx_path) if settings.onnx_path else None
     if onnx_path and not _same_file(checkpoint.path, settings.checkpoint) and _exported_from_another(onnx_path,
                                                                                                      checkpoint):
@@ -66,8 +64,8 @@ def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
         log.info("%s is not RESNET_CHECKPOINT: exporting it to ONNX instead of using %s", checkpoint.path, onnx_path)
         onnx_path = None
     try:
-        runtime = OpenVinoBackend if choice == "openvino" else OnnxRuntimeBackend
-        return runtime(checkpoint, onnx_path=onnx_path, threads=settings.resolved_torch_threads, device=str(device))
+        return onnx_runtime_class(choice)(checkpoint, onnx_path=onnx_path, threads=settings.resolved_torch_threads,
+                                          device=str(device))
     except ResNetServiceError:
         raise
     except Exception as e:  # export or session creation failed: say so in one line

@@ -13,7 +13,8 @@ import torch
 from models.backends.base import InferenceBackend
 from models.backends.torch_backend import TorchBackend
 
-__all__ = ["InferenceBackend", "TorchBackend", "onnx_backend_available", "openvino_available", "use_channels_last"]
+__all__ = ["InferenceBackend", "TorchBackend", "onnx_backend_available", "onnx_runtime_class",
+           "openvino_available", "preferred_onnx_runtime", "use_channels_last"]
 
 
 def onnx_backend_available() -> bool:
@@ -30,6 +31,24 @@ def onnx_backend_available() -> bool:
 def openvino_available() -> bool:
     """True when the `openvino` package is installed (`pip install 'resnet-service[openvino]'`)."""
     return importlib.util.find_spec("openvino") is not None
+
+
+def preferred_onnx_runtime(precision: str) -> str:
+    """openvino for a bf16 or int8 artifact when it is installed (several times faster there, docs/BENCHMARKS.md
+    section 7; ONNX Runtime cannot run bf16 fast), onnxruntime otherwise (as fast as OpenVINO at fp32)."""
+    return "openvino" if precision in ("bf16", "int8") and openvino_available() else "onnxruntime"
+
+
+def onnx_runtime_class(runtime: str) -> type:
+    """The backend class of `runtime` ("onnxruntime" or "openvino"); both take (checkpoint, *, onnx_path, threads,
+    device). Imported here, so that neither runtime is imported before it is used."""
+    if runtime == "openvino":
+        from models.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend
+    from models.backends.onnx_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend
 
 
 def use_channels_last(device: torch.device) -> bool:

@@ -198,3 +198,13 @@ def test_auto_runs_low_precision_artifacts_on_openvino_and_fp32_on_onnxruntime(d
     for path, expected in ((SHIPPED_INT8, ("openvino", "int8")), (fp32, ("onnxruntime", "fp32"))):
         backend = build_backend(Settings(checkpoint=DEFAULT, onnx_path=path, torch_threads=1), default_ckpt, cpu)
         assert (backend.name, backend.precision) == expected
+
+
+def test_resnet_predict_runs_the_int8_artifact_like_the_service(default_ckpt, capsys):
+    import json
+
+    from training.predict import main as predict_main
+
+    predict_main([str(SHIPPED_INT8), *map(str, EXAMPLES), "--json", "--threads", "1"])
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["predictions"][0]["index"] for r in results] == expected_indices(default_ckpt)
