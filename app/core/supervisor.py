@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from socket import socket
 
 from uvicorn.config import STARTUP_FAILURE, Config
@@ -30,15 +31,15 @@ class Supervisor(Multiprocess):
         log.info("Run directory %s (metrics, model generation, worker registry)", run.path)
 
     def keep_subprocess_alive(self) -> None:
-        before = {p.pid for p in self.processes}
-        super().keep_subprocess_alive()
-        for pid in before - {p.pid for p in self.processes}:
-            if pid is not None:
-                self.run_dir.forget(pid)
+        self._forgetting_exited(super().keep_subprocess_alive)
 
     def handle_ttou(self) -> None:
+        self._forgetting_exited(super().handle_ttou)
+
+    def _forgetting_exited(self, step: Callable[[], None]) -> None:
+        """Run uvicorn's `step`, then forget the workers it replaced or stopped."""
         before = {p.pid for p in self.processes}
-        super().handle_ttou()
+        step()
         for pid in before - {p.pid for p in self.processes}:
             if pid is not None:
                 self.run_dir.forget(pid)
