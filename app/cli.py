@@ -27,15 +27,19 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
 
 
 def preflight(settings: Settings) -> str:
-    """Load the checkpoint once in the supervisor (with several workers, uvicorn would respawn failing ones); its
-    sha256. Raises `ResNetServiceError` with the reason."""
+    """Load the checkpoint (and open RESNET_ONNX_PATH) once in the supervisor, so that a broken deployment stops
+    with one line instead of one per worker; its sha256. Raises `ResNetServiceError` with the reason."""
+    from app.backends import build_backend
     from app.services.model_manager import configured_source, resolve_device
     from models import load_checkpoint
 
-    resolve_device(settings.device)
+    device = resolve_device(settings.device)
     source = configured_source(settings)
-    return load_checkpoint(source.checkpoint, class_index=source.class_index, arch=source.arch,
-                           arch_kwargs=source.arch_kwargs, preprocess=source.preprocess).sha256
+    ckpt = load_checkpoint(source.checkpoint, class_index=source.class_index, arch=source.arch,
+                           arch_kwargs=source.arch_kwargs, preprocess=source.preprocess)
+    if settings.onnx_path:  # the artifact's sha256 and precision against its runtime, as each worker will check
+        build_backend(settings, ckpt, device)
+    return ckpt.sha256
 
 
 def serve_workers(settings: Settings, config_kwargs: dict[str, Any]) -> int:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from models.atomic import atomic_write_bytes
-from models.backends import onnx_runtime_class
+from models.backends import onnx_runtime_class, openvino_available
 from models.backends.base import InferenceBackend
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.errors import ResNetServiceError
@@ -139,8 +139,11 @@ def low_precision_bytes(fp32: bytes, args: argparse.Namespace, ckpt: Checkpoint,
 
     calib, source = calibration_set(data, ckpt, args.calibration_size, args.seed)
     log.info("calibrating int8 on %d images of %s (%s)", len(calib), source, args.calibration_method)
-    int8 = quantize_int8(fp32, (x for x, _ in batches(calib, args.batch_size)), input_name=INPUT_NAME,
-                         method=args.calibration_method)
+    try:
+        int8 = quantize_int8(fp32, (x for x, _ in batches(calib, args.batch_size)), input_name=INPUT_NAME,
+                             method=args.calibration_method)
+    except Exception as e:  # ORT's quantizer raises ValueError/RuntimeError/its own types, e.g. for no images
+        raise DataError(f"int8 calibration on {source} failed: {type(e).__name__}: {e}") from None
     calibration = {"data": source, "size": len(calib), "method": args.calibration_method, "seed": args.seed}
     return with_metadata(int8, {"precision": "int8", "calibration": calibration})
 
@@ -158,6 +161,8 @@ def guarded_export(ckpt: Checkpoint, args: argparse.Namespace) -> tuple[bytes, C
     fp32 = export_onnx_bytes(ckpt, opset=args.opset, dynamic_batch=not args.static_batch)
     if args.precision == "fp32":
         return fp32, None
+    if args.precision == "bf16" and not openvino_available():
+        raise DataError("--precision bf16 runs and is checked on OpenVINO: pip install 'resnet-service[openvino]'")
     data = args.calibration_data or default_data(ckpt)
     if not data:
         raise DataError("--calibration-data is needed: the checkpoint does not record what it was trained on")
@@ -182,6 +187,18 @@ def guarded_export(ckpt: Checkpoint, args: argparse.Namespace) -> tuple[bytes, C
     return with_metadata(low, props), result
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= `low`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its error: "invalid integer value"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resnet-export", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("checkpoint", help="checkpoint file written by resnet-train (or save_checkpoint)")
@@ -198,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calibration-data", metavar="DATA", default=None,
                        help="an ImageFolder root (its train/ is read) or fashion-mnist (its training split, without "
                             "the held-out part); default: the data the checkpoint was trained on")
-    calib.add_argument("--calibration-size", metavar="N", type=int, default=512,
+    calib.add_argument("--calibration-size", metavar="N", type=at_least(1), default=512,
                        help="training images used to calibrate activation ranges (default: %(default)s)")
     calib.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
                        help="how activation ranges are set from the calibration images (default: %(default)s)")
@@ -208,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--eval-split", choices=("val", "test"), default="val",
                        help="its split: val = an ImageFolder's val/ or Fashion-MNIST's held-out validation part; "
                             "test = the test split (default: %(default)s)")
-    guard.add_argument("--eval-size", metavar="N", type=int, default=0,
+    guard.add_argument("--eval-size", metavar="N", type=at_least(0), default=0,
                        help="compare on a seeded sample of N images (default: all of the split)")
     guard.add_argument("--max-accuracy-drop", metavar="POINTS", type=float, default=0.5,
                        help="refuse to write when top-1 drops by more than this many percentage points "
@@ -216,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--force", action="store_true", help="write the artifact even when it fails the guard "
                        "(default: off)")
     runtime = p.add_argument_group("runtime")
-    runtime.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
-    runtime.add_argument("--threads", type=int, default=0, help="inference threads (default: 0 = one per core)")
+    runtime.add_argument("--batch-size", type=at_least(1), default=64,
+                         help="images per forward pass (default: %(default)s)")
+    runtime.add_argument("--threads", type=at_least(0), default=0, help="inference threads (default: 0 = one per core)")
     runtime.add_argument("--seed", type=int, default=0, help="seed of the calibration and evaluation samples "
                          "(default: %(default)s)")
     return p

@@ -25,30 +25,49 @@ log = logging.getLogger(__name__)
 
 
 def build_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> InferenceBackend:
-    """The backend `settings.backend` asks for; `auto` = onnxruntime on the CPU when available (openvino, when
-    installed, for a bf16 or int8 artifact: measured faster at low precision, docs/BENCHMARKS.md), else torch."""
+    """The backend `settings.backend` asks for. `auto`: on the CPU, the artifact's preferred runtime (openvino, when
+    installed, for a bf16 or int8 artifact: measured faster there, docs/BENCHMARKS.md), else onnxruntime when
+    available, else torch; torch on CUDA. An artifact given in RESNET_ONNX_PATH is served as given or refused,
+    never replaced by another backend."""
+    artifact = artifact_for(settings, checkpoint)
     choice = settings.backend
     if choice == "auto":
-        choice = _auto_choice(settings, device)
+        choice = _auto_choice(artifact, device)
     if choice == "torch":
+        if artifact is not None:
+            log.warning("RESNET_ONNX_PATH=%s is not used: the torch backend runs the checkpoint itself", artifact)
         return TorchBackend(checkpoint, device, channels_last=use_channels_last(device))
     try:
-        return _onnx_backend(settings, checkpoint, device, choice)
+        return _onnx_backend(settings, checkpoint, device, choice, artifact)
     except ResNetServiceError as e:
-        if settings.backend != "auto":
+        if settings.backend != "auto" or artifact is not None:
             raise
-        log.warning("onnxruntime backend unavailable, falling back to torch: %s", e)
+        log.warning("%s backend unavailable, falling back to torch: %s", choice, e)
         return TorchBackend(checkpoint, device, channels_last=use_channels_last(device))
 
 
-def _auto_choice(settings: Settings, device: torch.device) -> str:
-    if device.type != "cpu" or not onnx_backend_available():
+def artifact_for(settings: Settings, checkpoint: Checkpoint) -> str | None:
+    """RESNET_ONNX_PATH when it is the file to run for `checkpoint`. It belongs to RESNET_CHECKPOINT: a reload of
+    another checkpoint, for which it was not exported, exports that one at load instead (None)."""
+    if not settings.onnx_path:
+        return None
+    path = str(settings.onnx_path)
+    if not _same_file(checkpoint.path, settings.checkpoint) and _exported_from_another(path, checkpoint):
+        log.info("%s is not RESNET_CHECKPOINT: exporting it to ONNX instead of using %s", checkpoint.path, path)
+        return None
+    return path
+
+
+def _auto_choice(artifact: str | None, device: torch.device) -> str:
+    if device.type != "cpu":
         return "torch"
-    precision = _artifact_precision(str(settings.onnx_path)) if settings.onnx_path else None
-    return preferred_onnx_runtime(precision or "fp32")
+    if artifact is not None:
+        return preferred_onnx_runtime(_artifact_precision(artifact) or "fp32")
+    return "onnxruntime" if onnx_backend_available() else "torch"
 
 
-def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device, choice: str) -> InferenceBackend:
+def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.device, choice: str,
+                  artifact: str | None) -> InferenceBackend:
     if not onnx_backend_available():
         raise ServiceConfigError(
             f"RESNET_BACKEND={choice} needs the onnxruntime package and models/backends/onnx_backend.py "
@@ -57,14 +76,8 @@ def _onnx_backend(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     if choice == "openvino" and not openvino_available():
         raise ServiceConfigError("RESNET_BACKEND=openvino needs the openvino package "
                                  "(pip install 'resnet-service[openvino]')")
-    onnx_path = str(settings.onnx_path) if settings.onnx_path else None
-    if onnx_path and not _same_file(checkpoint.path, settings.checkpoint) and _exported_from_another(onnx_path,
-                                                                                                     checkpoint):
-        # RESNET_ONNX_PATH belongs to RESNET_CHECKPOINT; a reload of another checkpoint exports that one instead.
-        log.info("%s is not RESNET_CHECKPOINT: exporting it to ONNX instead of using %s", checkpoint.path, onnx_path)
-        onnx_path = None
     try:
-        return onnx_runtime_class(choice)(checkpoint, onnx_path=onnx_path, threads=settings.resolved_torch_threads,
+        return onnx_runtime_class(choice)(checkpoint, onnx_path=artifact, threads=settings.resolved_torch_threads,
                                           device=str(device))
     except ResNetServiceError:
         raise

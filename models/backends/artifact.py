@@ -34,6 +34,23 @@ class Artifact:
         return dict(self.metadata.get("accuracy") or {})
 
 
+ACCURACY_KEYS = ("top1_fp32", "top1", "agreement", "eval_size")
+
+
+def check_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    """A known precision and, when recorded, a complete accuracy record (else `CheckpointError`, at startup)."""
+    from models.onnx_export import PRECISIONS
+
+    precision = metadata.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise CheckpointError(f"{path}: unknown precision {precision!r} in its metadata "
+                              f"(known: {', '.join(PRECISIONS)})")
+    accuracy = metadata.get("accuracy")
+    if accuracy is not None and not (isinstance(accuracy, dict) and all(
+            isinstance(accuracy.get(k), int | float) for k in ACCURACY_KEYS)):
+        raise CheckpointError(f"{path}: its accuracy record needs the numbers {', '.join(ACCURACY_KEYS)}")
+
+
 @contextmanager
 def open_artifact(checkpoint: Checkpoint, onnx_path: str | Path | None) -> Iterator[Artifact]:
     """The artifact for `checkpoint`; the runtime reads the file inside the `with` (a temp export is removed after).
@@ -51,6 +68,7 @@ def open_artifact(checkpoint: Checkpoint, onnx_path: str | Path | None) -> Itera
     if not path.is_file():
         raise CheckpointError(f"{path}: ONNX file not found")
     metadata = read_onnx_metadata(path)
+    check_metadata(path, metadata)
     embedded = metadata.get("checkpoint_sha256")
     if embedded != checkpoint.sha256:
         raise CheckpointError(

@@ -78,7 +78,8 @@ class OnnxRuntimeBackend:
         with open_artifact(checkpoint, onnx_path) as artifact:
             if artifact.precision == "bf16":
                 raise CheckpointError(f"{artifact.path}: a bf16 artifact runs on OpenVINO (ONNX Runtime's CPU "
-                                      "provider has no fast bf16 convolutions): set RESNET_BACKEND=openvino")
+                                      "provider has no fast bf16 convolutions): pip install "
+                                      "'resnet-service[openvino]' and RESNET_BACKEND=openvino (or auto)")
             self._session = self._open(ort, artifact.path, opts, providers)
         self.onnx_path = str(artifact.path) if artifact.given else None
         self.metadata = artifact.metadata

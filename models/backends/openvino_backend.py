@@ -50,8 +50,6 @@ class OpenVinoBackend:
         core = ov.Core()
         with open_artifact(checkpoint, onnx_path) as artifact:
             self.precision = artifact.precision
-            if self.precision not in _HINTS:
-                raise CheckpointError(f"{artifact.path}: unknown precision {self.precision!r} in its metadata")
             if self.precision == "bf16" and not native_bf16():
                 log.warning("this CPU has no native bf16: OpenVINO emulates it, slower than fp32")
             try:

@@ -59,9 +59,17 @@ def test_auto_picks_onnxruntime_on_the_cpu_when_available(ckpt):
         assert torch.allclose(backend.predict(x), ckpt.model(x), atol=1e-4)
 
 
-def test_auto_falls_back_when_onnxruntime_fails(ckpt, tmp_path):
+def test_auto_falls_back_when_onnxruntime_fails_to_export(ckpt, monkeypatch):
+    def broken(runtime):
+        raise ServiceConfigError(f"{runtime} backend failed to start: RuntimeError: export failed")
+
+    monkeypatch.setattr(backends, "onnx_runtime_class", broken)
+    assert build_backend(Settings(backend="auto"), ckpt, CPU).name == "torch"
+
+
+@pytest.mark.parametrize("backend", ["auto", "onnxruntime", "openvino"])
+def test_a_given_artifact_that_cannot_run_is_refused_never_replaced(backend, ckpt, tmp_path):
     stale = tmp_path / "other.onnx"
     stale.write_bytes(b"not onnx")
-    assert build_backend(Settings(backend="auto", onnx_path=stale), ckpt, CPU).name == "torch"
     with pytest.raises(CheckpointError, match="not a readable ONNX model"):
-        build_backend(Settings(backend="onnxruntime", onnx_path=stale), ckpt, CPU)
+        build_backend(Settings(backend=backend, onnx_path=stale), ckpt, CPU)

@@ -208,3 +208,27 @@ def test_resnet_predict_runs_the_int8_artifact_like_the_service(default_ckpt, ca
     predict_main([str(SHIPPED_INT8), *map(str, EXAMPLES), "--json", "--threads", "1"])
     results = json.loads(capsys.readouterr().out)["results"]
     assert [r["predictions"][0]["index"] for r in results] == expected_indices(default_ckpt)
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        export_main([str(DEFAULT), "--precision", "int8", "--calibration-size", "0"])
+    assert "--calibration-size: must be at least 1, not 0" in capsys.readouterr().err
+    unreadable = tmp_path / "data" / "train" / "Bag"
+    unreadable.mkdir(parents=True)
+    (unreadable / "x.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match=r"^resnet-export: int8 calibration on .*train failed: ValueError: "):
+        export_main([str(DEFAULT), "--precision", "int8", "--calibration-data", str(tmp_path / "data"),
+                     "-o", str(tmp_path / "x.onnx")])
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_int8_of_the_default_model_meets_the_target_on_the_test_set(tmp_path):
+    """The issue's target, measured again by the current code: full test set, within 0.3 points, agreement >= 99 %."""
+    out = tmp_path / "test.int8.onnx"
+    export_main([str(DEFAULT), "--precision", "int8", "--eval-split", "test", "--max-accuracy-drop", "0.3",
+                 "-o", str(out)])
+    acc = read_onnx_metadata(out)["accuracy"]
+    assert acc["eval_size"] == 10_000 and acc["agreement"] >= 0.99
+    assert 100 * (acc["top1_fp32"] - acc["top1"]) <= 0.3

@@ -15,6 +15,8 @@ import torch
 from helpers.checkpoints import make_checkpoint
 from helpers.server import REPO, server_env
 
+from models.onnx_export import with_metadata
+
 pytestmark = pytest.mark.slow
 SHIPPED_INT8 = REPO / "weights" / "model.int8.onnx"
 
@@ -50,6 +52,8 @@ def _faults(tmp: Path) -> dict[str, tuple[dict[str, object], str]]:
     shutil.copy(good, disagreeing)
     (disagreeing.parent / "class_indices.json").write_text(json.dumps({"0": "cat", "1": "bird", "2": "dog"}))
     evil = malicious_checkpoint(tmp / "evil.pt", tmp / "PWNED")
+    fp16 = tmp / "model.fp16.onnx"  # a precision this project does not write
+    fp16.write_bytes(with_metadata(SHIPPED_INT8.read_bytes(), {"precision": "fp16"}))
     return {
         "missing": ({"checkpoint": tmp / "missing.pt"}, "checkpoint file not found"),
         "truncated": ({"checkpoint": truncated}, "not a readable PyTorch checkpoint"),
@@ -62,6 +66,13 @@ def _faults(tmp: Path) -> dict[str, tuple[dict[str, object], str]]:
                                      "model.int8.onnx: ONNX model was exported from checkpoint sha256"),
         "foreign_int8_openvino": ({"checkpoint": good, "backend": "openvino", "onnx_path": SHIPPED_INT8},
                                   "model.int8.onnx: ONNX model was exported from checkpoint sha256"),
+        # auto never swaps a given artifact for another backend; several workers check it once, in the supervisor.
+        "foreign_int8_auto": ({"checkpoint": good, "backend": "auto", "onnx_path": SHIPPED_INT8},
+                              "model.int8.onnx: ONNX model was exported from checkpoint sha256"),
+        "foreign_int8_two_workers": ({"checkpoint": good, "backend": "auto", "onnx_path": SHIPPED_INT8, "workers": 2},
+                                     "model.int8.onnx: ONNX model was exported from checkpoint sha256"),
+        "unknown_precision": ({"checkpoint": REPO / "weights" / "model.pt", "backend": "auto", "onnx_path": fp16},
+                              "unknown precision 'fp16' in its metadata"),
     }
 
 
@@ -84,7 +95,8 @@ def startups(tmp_path_factory) -> tuple[Path, dict[str, tuple[int, str, str]]]:
 
 @pytest.mark.parametrize("name", ["missing", "truncated", "wrong_class_count", "disagreeing_class_index",
                                   "cuda_without_gpu", "malicious_pickle", "foreign_int8_onnxruntime",
-                                  "foreign_int8_openvino"])
+                                  "foreign_int8_openvino", "foreign_int8_auto", "foreign_int8_two_workers",
+                                  "unknown_precision"])
 def test_a_faulty_deployment_stops_with_one_clear_line(startups, name):
     _, results = startups
     code, output, expected = results[name]
