@@ -61,5 +61,9 @@ $PY -m bench.load_test --model "$DEFAULT" --image fmnist --concurrency 1,16 --se
 $PY -m bench.http_stack --model "$DEFAULT" --image fmnist --backend auto --seconds 8 --warmup 2 --rounds 3
 $PY -m bench.decode --seconds 4 --rounds 4
 
+# 9. several workers: --workers 1 (2 threads) vs --workers 2 (1 thread each), ONNX Runtime and torch
+$PY -m bench.workers --backend auto --name workers_auto
+$PY -m bench.workers
+
 # 6. training throughput: resnet-train against a plain loop
 $PY -m bench.train_bench --steps 40
