@@ -26,14 +26,7 @@ from bench.common import (
     warn_if_busy,
     write_results,
 )
-
-
-def native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+from training.machine import native_bf16
 
 
 def torch_runner(model: torch.nn.Module, mode: str):
@@ -88,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     modes = args.modes.split(",")
     skipped = {}
-    if "bf16" in modes and not (native_bf16() or args.force_bf16):
+    if "bf16" in modes and not (native_bf16(torch.device("cpu")) or args.force_bf16):
         modes.remove("bf16")
         skipped["bf16"] = "CPU has no avx512_bf16/amx_bf16: autocast would emulate bf16 (slower); --force-bf16"
     onnx_path = onnx_path_for(ckpt_path) if any(m.startswith("onnxruntime") for m in modes) else None

@@ -8,6 +8,7 @@ the functions, so `import models` never needs it.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import warnings
@@ -83,11 +84,26 @@ def export_onnx(checkpoint: Checkpoint, path: str | Path, *, opset: int = 17, dy
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata `export_onnx` embedded, with the JSON fields decoded; {} for a foreign ONNX file."""
+    """The metadata `export_onnx` embedded, with the JSON fields decoded; {} for a foreign ONNX file.
+
+    Parsing means reading the whole protobuf (~100 MB for resnet50), and backend choice, the sha256 check and the
+    backend itself each ask, so one parse per file version (path, size, mtime) is kept; callers get a copy.
+    """
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: ONNX file not found") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    return copy.deepcopy(_parsed_metadata(str(path), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     import onnx
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load(path, load_external_data=False)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: ONNX file not found") from None
     except Exception as e:  # protobuf DecodeError and friends

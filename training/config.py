@@ -205,6 +205,22 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
 def _add_bool(group: argparse._ArgumentGroup, name: str, default: Any) -> None:
     """`--x` / `--no-x`; a name that is already negative (`no_x`) gets `--no-x` and `--x`, never `--no-no-x`."""
     flag = name.replace("_", "-")

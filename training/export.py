@@ -15,7 +15,7 @@ import logging
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from models.checkpoint import Checkpoint, load_checkpoint
 from models.errors import ResNetServiceError
 from models.onnx_export import INPUT_NAME, PRECISIONS, export_onnx_bytes, with_metadata
 from models.quantize import CALIBRATION_METHODS
-from training.config import TrainConfig
+from training.config import TrainConfig, non_negative_int, positive_int
 from training.data import (
     DataError,
     ImageFolderDataset,
@@ -64,8 +64,7 @@ class Comparison:
         return 100.0 * (self.top1_fp32 - self.top1)
 
     def as_metadata(self) -> dict[str, float]:
-        return {"top1_fp32": self.top1_fp32, "top1": self.top1, "agreement": self.agreement,
-                "eval_size": self.eval_size}
+        return asdict(self)
 
     def line(self, precision: str) -> str:
         return (f"top-1 fp32 {100 * self.top1_fp32:.2f}%, {precision} {100 * self.top1:.2f}% "
@@ -187,18 +186,6 @@ def guarded_export(ckpt: Checkpoint, args: argparse.Namespace) -> tuple[bytes, C
     return with_metadata(low, props), result
 
 
-def at_least(low: int):
-    """An argparse type: an integer >= `low`."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
-        return value
-
-    parse.__name__ = "integer"  # argparse names the type in its error: "invalid integer value"
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resnet-export", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("checkpoint", help="checkpoint file written by resnet-train (or save_checkpoint)")
@@ -215,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calibration-data", metavar="DATA", default=None,
                        help="an ImageFolder root (its train/ is read) or fashion-mnist (its training split, without "
                             "the held-out part); default: the data the checkpoint was trained on")
-    calib.add_argument("--calibration-size", metavar="N", type=at_least(1), default=512,
+    calib.add_argument("--calibration-size", metavar="N", type=positive_int, default=512,
                        help="training images used to calibrate activation ranges (default: %(default)s)")
     calib.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
                        help="how activation ranges are set from the calibration images (default: %(default)s)")
@@ -225,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--eval-split", choices=("val", "test"), default="val",
                        help="its split: val = an ImageFolder's val/ or Fashion-MNIST's held-out validation part; "
                             "test = the test split (default: %(default)s)")
-    guard.add_argument("--eval-size", metavar="N", type=at_least(0), default=0,
+    guard.add_argument("--eval-size", metavar="N", type=non_negative_int, default=0,
                        help="compare on a seeded sample of N images (default: all of the split)")
     guard.add_argument("--max-accuracy-drop", metavar="POINTS", type=float, default=0.5,
                        help="refuse to write when top-1 drops by more than this many percentage points "
@@ -233,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--force", action="store_true", help="write the artifact even when it fails the guard "
                        "(default: off)")
     runtime = p.add_argument_group("runtime")
-    runtime.add_argument("--batch-size", type=at_least(1), default=64,
+    runtime.add_argument("--batch-size", type=positive_int, default=64,
                          help="images per forward pass (default: %(default)s)")
-    runtime.add_argument("--threads", type=at_least(0), default=0, help="inference threads (default: 0 = one per core)")
+    runtime.add_argument("--threads", type=non_negative_int, default=0,
+                         help="inference threads (default: 0 = one per core)")
     runtime.add_argument("--seed", type=int, default=0, help="seed of the calibration and evaluation samples "
                          "(default: %(default)s)")
     return p

@@ -30,7 +30,7 @@ from models.backends import InferenceBackend, TorchBackend, use_channels_last
 from models.checkpoint import read_class_index
 from models.device import DeviceError, resolve_device
 from models.postprocess import top_k
-from training.config import HelpFormatter
+from training.config import HelpFormatter, non_negative_int, positive_int
 from training.data import IMAGE_EXTENSIONS
 
 OUT_FORMATS = (".csv", ".jsonl")
@@ -201,20 +201,6 @@ def format_text(results: list[dict[str, Any]]) -> str:
         width = max(len(p["label"]) for p in r["predictions"])
         lines += [f"  {p['score']:7.2%}  {p['label']:<{width}}  (class {p['index']})" for p in r["predictions"]]
     return "\n".join(lines)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,7 +62,7 @@ def _auto_choice(artifact: str | None, device: torch.device) -> str:
     if device.type != "cpu":
         return "torch"
     if artifact is not None:
-        return preferred_onnx_runtime(_artifact_precision(artifact) or "fp32")
+        return preferred_onnx_runtime(_readable_metadata(artifact).get("precision", "fp32"))
     return "onnxruntime" if onnx_backend_available() else "torch"
 
 
@@ -92,22 +92,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _artifact_precision(onnx_path: str) -> str | None:
-    """The precision recorded in `onnx_path`, None when it cannot be read (the backend then says why)."""
+def _readable_metadata(onnx_path: str) -> dict:
+    """The metadata of `onnx_path`; {} when it cannot be read (the backend then says why, in one line)."""
     from models.onnx_export import read_onnx_metadata
 
     try:
-        return read_onnx_metadata(onnx_path).get("precision", "fp32")
+        return read_onnx_metadata(onnx_path)
     except ResNetServiceError:
-        return None
+        return {}
 
 
 def _exported_from_another(onnx_path: str, checkpoint: Checkpoint) -> bool:
     """True when `onnx_path` is a readable export of a different checkpoint (unreadable files fail later, clearly)."""
-    from models.onnx_export import read_onnx_metadata
-
-    try:
-        embedded = read_onnx_metadata(onnx_path).get("checkpoint_sha256")
-    except ResNetServiceError:
-        return False
+    embedded = _readable_metadata(onnx_path).get("checkpoint_sha256")
     return embedded is not None and embedded != checkpoint.sha256

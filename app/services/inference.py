@@ -213,11 +213,7 @@ def plain_json(value: Any) -> Any:
 
 def export_accuracy(backend: InferenceBackend) -> ExportAccuracy | None:
     """The accuracy recorded in a low-precision artifact (None when nothing was recorded)."""
-    acc = backend.accuracy
-    if not acc:
-        return None
-    return ExportAccuracy(top1_fp32=acc["top1_fp32"], top1=acc["top1"], agreement=acc["agreement"],
-                          eval_size=int(acc["eval_size"]))
+    return ExportAccuracy.model_validate(backend.accuracy) if backend.accuracy else None
 
 
 def model_info(model: LoadedModel, settings: Settings) -> ModelInfo:
