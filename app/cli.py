@@ -29,27 +29,27 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
 def preflight(settings: Settings) -> str:
     """Load the checkpoint (and open RESNET_ONNX_PATH) once in the supervisor, so that a broken deployment stops
     with one line instead of one per worker; its sha256. Raises `ResNetServiceError` with the reason."""
-    from app.backends import build_backend
-    from app.services.model_manager import configured_source, resolve_device
+    from app.services.model_manager import open_configured_backend, service_device
+    from app.services.model_source import configured_source
     from models import load_checkpoint
 
-    device = resolve_device(settings.device)
+    device = service_device(settings.device)
     source = configured_source(settings)
     ckpt = load_checkpoint(source.checkpoint, class_index=source.class_index, arch=source.arch,
                            arch_kwargs=source.arch_kwargs, preprocess=source.preprocess)
     if settings.onnx_path:  # the artifact's sha256 and precision against its runtime, as each worker will check
-        build_backend(settings, ckpt, device)
+        open_configured_backend(settings, ckpt, device)
     return ckpt.sha256
 
 
 def serve_workers(settings: Settings, config_kwargs: dict[str, Any]) -> int:
-    """Several workers that behave as one server: shared metrics, one model (app/services/cluster.py)."""
+    """Several workers that behave as one server: shared metrics, one model (app/workers/cluster.py)."""
     from uvicorn import Config
 
-    from app.core.rundir import RunDir
-    from app.core.supervisor import serve_workers as supervise
-    from app.services.cluster import source_to_json
     from app.services.model_manager import configured_source
+    from app.workers.cluster import source_to_json
+    from app.workers.rundir import RunDir
+    from app.workers.supervisor import serve_workers as supervise
     from models import ResNetServiceError
 
     try:

@@ -16,10 +16,11 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.core.errors import StartupError
 from app.core.logging import configure_logging
-from app.core.rundir import RunDir
+from app.services.decode import DecodePool
 from app.services.inference import InferenceService
 from app.services.model_manager import ModelManager
 from app.services.predictor import BatchingPredictor
+from app.workers.rundir import RunDir
 from models import ResNetServiceError
 
 log = logging.getLogger("app.startup")
@@ -42,13 +43,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except ResNetServiceError as e:
         _fail(app, str(e))
     predictor = BatchingPredictor(settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_size,
-                                  app.state.metrics.batch_observer(), settings.request_timeout_s)
-    service = InferenceService(settings, manager, predictor, app.state.metrics)
+                                  app.state.metrics.batch_observer())
+    pool = DecodePool(settings.resolved_decode_threads, settings.max_image_pixels, app.state.metrics)
+    service = InferenceService(manager, predictor, pool, settings.default_top_k, settings.max_upload_bytes)
     app.state.service = service  # from here /health/ready answers 503 until the model is in
     try:
         await manager.start()
     except ResNetServiceError as e:
-        service.close()
+        pool.close()
         app.state.service = None
         _fail(app, str(e))
     predictor.start()
@@ -64,7 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if hup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await asyncio.to_thread(predictor.stop)  # finishes what is queued first
-        service.close()
+        pool.close()
         log.info("stopped")
 
 

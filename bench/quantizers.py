@@ -76,10 +76,10 @@ def artifacts(ckpt, fp32_path: Path, batches: list[np.ndarray], tmp: Path) -> di
 
 
 def accuracy(threads: int) -> dict:
+    from cli.evaluate import build_eval_set
+    from cli.export import batches as data_batches
+    from cli.export import calibration_set, default_data
     from models import load_checkpoint
-    from training.evaluate import build_eval_set
-    from training.export import batches as data_batches
-    from training.export import calibration_set, default_data
 
     ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
     data = default_data(ckpt)

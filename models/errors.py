@@ -25,3 +25,7 @@ class UnsupportedImageTypeError(ImageError):
 
 class ImageTooLargeError(ImageError):
     """The image is larger than the configured byte or pixel limit."""
+
+
+class RuntimeUnavailableError(ResNetServiceError):
+    """The runtime asked for is not installed, or cannot run this model (a bf16 artifact on ONNX Runtime)."""

@@ -1,7 +1,7 @@
 """A checkpoint -> an ONNX model that carries the checkpoint's metadata, sha256 and precision.
 
 The service's ONNX backends read the metadata back and refuse a file exported from another checkpoint.
-`resnet-export` (training/export.py) writes these files, in fp32, bf16 or int8. `onnx` is imported inside
+`resnet-export` (cli/export.py) writes these files, in fp32, bf16 or int8. `onnx` is imported inside
 the functions, so `import models` never needs it.
 """
 
@@ -23,8 +23,7 @@ from models.errors import CheckpointError
 
 ONNX_FORMAT = "resnet-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-PRECISIONS = ("fp32", "bf16", "int8")
-_JSON_FIELDS = ("arch_kwargs", "classes", "preprocess", "accuracy", "calibration")
+_JSON_FIELDS = ("arch_kwargs", "classes", "preprocess", "accuracy", "accuracy_by_runtime", "calibration")
 
 
 def onnx_metadata(checkpoint: Checkpoint, precision: str = "fp32") -> dict[str, str]:

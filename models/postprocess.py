@@ -1,7 +1,7 @@
 """Logits to the answer clients see: softmax scores of the `k` best classes, best first. The one definition.
 
 Callers: the service (`POST /v1/predict`, `/v1/predict/batch`; app/services/inference.py) and `resnet-predict`
-(training/predict.py), so that both give the same `label`, `index` and `score` for the same image.
+(cli/predict.py), so that both give the same `label`, `index` and `score` for the same image.
 """
 
 from __future__ import annotations

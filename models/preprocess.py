@@ -23,6 +23,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
                   "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 COLOR_MODES = ("RGB", "L")
+# The image formats we decode, with their file extensions: the one list that upload checks, API texts, folder scans
+# and error messages derive from.
+IMAGE_FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WebP": (".webp",), "GIF": (".gif",),
+                 "BMP": (".bmp",), "TIFF": (".tif", ".tiff")}
+IMAGE_EXTENSIONS = frozenset(ext for exts in IMAGE_FORMATS.values() for ext in exts)
+IMAGE_FORMAT_NAMES = ", ".join(list(IMAGE_FORMATS)[:-1]) + " or " + list(IMAGE_FORMATS)[-1]
 DEFAULT_MAX_PIXELS = 40_000_000
 # Formats we recognise but refuse on purpose (415), told apart by their first bytes.
 _REFUSED_SIGNATURES = {b"%PDF": "PDF", b"<svg": "SVG", b"<?xml": "XML/SVG", b"PK\x03\x04": "ZIP"}
@@ -81,7 +87,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_siz
     head = data[:256].lstrip().lower()
     for sig, name in _REFUSED_SIGNATURES.items():
         if head.startswith(sig.lower()) or (name == "XML/SVG" and b"<svg" in head):
-            raise UnsupportedImageTypeError(f"{name} files are not supported; send a JPEG, PNG, WebP, GIF, BMP or TIFF")
+            raise UnsupportedImageTypeError(f"{name} files are not supported; send a {IMAGE_FORMAT_NAMES}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

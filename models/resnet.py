@@ -202,11 +202,23 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes, **common) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Stem and residual stages: the last feature map, before pooling."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def forward_features(self, x: Tensor, upto: str | None = None) -> Tensor:
+        """Stem and residual stages: the last feature map before pooling, or the output of layer `upto` (one of
+        `feature_layers`; "conv1" is the stem's conv after BN and ReLU, before the max-pool).
+
+        A plain walk over the modules, no hooks: the feature-map and explanation endpoints call it on a model
+        the inference thread may be running at the same moment.
+        """
+        if upto is not None and upto not in self.feature_layers:
+            raise ValueError(f"unknown layer {upto!r}; known: {', '.join(self.feature_layers)}")
+        x = self.relu(self.bn1(self.conv1(x)))
+        if upto == "conv1":
+            return x
+        x = self.maxpool(x)
         for name in self.feature_layers[1:]:
             x = getattr(self, name)(x)
+            if name == upto:
+                break
         return x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

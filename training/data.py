@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from models.errors import ImageError
 from models.preprocess import (
+    IMAGE_EXTENSIONS,
     PreprocessSpec,
     convert_mode,
     decode_image,
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class DataError(ValueError):

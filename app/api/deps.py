@@ -1,4 +1,5 @@
-"""Typed dependencies of the routes: the service, the settings, admission, API-key checks, uploaded images.
+"""Typed dependencies of the routes: the service, the model manager, the settings, the metrics, the request's
+deadline, admission, API-key checks, uploaded images.
 
 Routes declare what they need (`service: ServiceDep`, `upload: ImageUpload`) and never reach through the app's
 state or the service's parts.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -16,8 +16,11 @@ from fastapi.security import APIKeyHeader
 
 from app.api.uploads import read_image, read_images
 from app.core.config import Settings
+from app.core.deadline import Deadline
 from app.core.errors import RELOAD_DISABLED, UNAUTHORIZED, ApiError, NotReadyError, UploadTooLargeError
+from app.core.metrics import ServiceMetrics
 from app.services.inference import InferenceService
+from app.services.model_manager import ModelManager
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Required when the service runs with RESNET_API_KEY set.")
@@ -31,13 +34,33 @@ def get_service(request: Request) -> InferenceService:
     return service
 
 
-def get_settings(request: Request) -> Settings:
-    """The settings the app was built with."""
+def get_manager(service: Annotated[InferenceService, Depends(get_service)]) -> ModelManager:
+    """The model manager: the model serving now, readiness, reload."""
+    return service.manager
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings the app was built with (`create_app(settings)`; the process's are `core.config.get_settings`)."""
     return request.app.state.settings
 
 
+def app_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+ManagerDep = Annotated[ModelManager, Depends(get_manager)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(app_metrics)]
+
+
+def request_deadline(settings: SettingsDep) -> Deadline:
+    """When the request must be answered: RESNET_REQUEST_TIMEOUT_S from its arrival, upload included (made once per
+    request: FastAPI caches a dependency within a request)."""
+    return Deadline.after(settings.request_timeout_s)
+
+
+DeadlineDep = Annotated[Deadline, Depends(request_deadline)]
 
 
 async def admit(request: Request) -> AsyncIterator[None]:
@@ -71,39 +94,21 @@ def require_metrics_key(settings: SettingsDep, api_key: str | None = Security(ap
         _check_key(settings, api_key)
 
 
-@dataclass(frozen=True)
-class Upload:
-    """One uploaded image, fully received, and the deadline of the request that sent it."""
-
-    data: bytes
-    deadline: float
+Files = list[tuple[str | None, bytes | UploadTooLargeError]]  # (filename, bytes or why they were refused)
 
 
-@dataclass(frozen=True)
-class Uploads:
-    """Several uploaded images as (filename, bytes or why they were refused), in request order, and the deadline."""
-
-    files: list[tuple[str | None, bytes | UploadTooLargeError]]
-    deadline: float
-
-
-async def one_image(request: Request, service: ServiceDep, settings: SettingsDep) -> Upload:
+async def one_image(request: Request, service: ServiceDep, settings: SettingsDep, deadline: DeadlineDep) -> bytes:
     """The image of a single-image route, read under RESNET_MAX_UPLOAD_BYTES by the request deadline.
 
     Depends on the service so that a server that is not ready answers 503 before reading any body.
     """
-    deadline = service.deadline()
-    return Upload(await read_image(request, settings.max_upload_bytes, deadline, settings.request_timeout_s),
-                  deadline)
+    return await read_image(request, settings.max_upload_bytes, deadline)
 
 
-async def many_images(request: Request, service: ServiceDep, settings: SettingsDep) -> Uploads:
+async def many_images(request: Request, service: ServiceDep, settings: SettingsDep, deadline: DeadlineDep) -> Files:
     """The images of `/v1/predict/batch`: at most RESNET_MAX_BATCH_FILES, each under RESNET_MAX_UPLOAD_BYTES."""
-    deadline = service.deadline()
-    files = await read_images(request, settings.max_upload_bytes, settings.max_batch_files, deadline,
-                              settings.request_timeout_s)
-    return Uploads(files, deadline)
+    return await read_images(request, settings.max_upload_bytes, settings.max_batch_files, deadline)
 
 
-ImageUpload = Annotated[Upload, Depends(one_image)]
-ImageUploads = Annotated[Uploads, Depends(many_images)]
+ImageUpload = Annotated[bytes, Depends(one_image)]
+ImageUploads = Annotated[Files, Depends(many_images)]

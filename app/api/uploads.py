@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from app.core.deadline import Deadline
 from app.core.errors import (
     MISSING_FILE,
     TOO_MANY_FILES,
@@ -24,6 +24,7 @@ from app.core.errors import (
     UploadTimeoutError,
     UploadTooLargeError,
 )
+from models.preprocess import IMAGE_FORMAT_NAMES
 
 CHUNK = 64 * 1024
 MAX_FORM_FIELDS = 64  # text fields next to the files; starlette's default of 1000 only wastes memory
@@ -32,7 +33,7 @@ RAW_TYPES = {"", "application/octet-stream", "application/x-www-form-urlencoded"
 REFUSED_IMAGE_TYPES = {"image/svg+xml"}
 
 _binary = {"type": "string", "format": "binary", "minLength": 1}
-IMAGE_DESCRIPTION = "The image: JPEG, PNG, WebP, GIF (first frame), BMP or TIFF. SVG and PDF are refused (415)."
+IMAGE_DESCRIPTION = f"The image: {IMAGE_FORMAT_NAMES} (a GIF's first frame). SVG and PDF are refused (415)."
 # What the schema promises is accepted: image files of these types. The server is more lenient than that (BMP, TIFF,
 # a raw body sent as application/octet-stream, sniffed by content), but a schema cannot say "a decodable image" of
 # an untyped body, so it names the types it can.
@@ -58,13 +59,13 @@ def _media_type(request: Request) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _arriving_by(deadline: float, timeout_s: float) -> AsyncIterator[None]:
+async def _arriving_by(deadline: Deadline) -> AsyncIterator[None]:
     """Stop reading at the request deadline: a client that sends slowly or stops sending gets 408."""
     try:
-        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+        async with asyncio.timeout(deadline.remaining()):
             yield
     except TimeoutError:
-        raise UploadTimeoutError(timeout_s) from None
+        raise UploadTimeoutError(deadline.timeout_s) from None
 
 
 async def read_capped(upload: UploadFile, limit: int) -> bytes:
@@ -80,35 +81,35 @@ async def read_capped(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_image(request: Request, limit: int, deadline: float, timeout_s: float, field: str = "file") -> bytes:
+async def read_image(request: Request, limit: int, deadline: Deadline, field: str = "file") -> bytes:
     """One image from a multipart field `field` or from a raw image/* body, fully arrived by `deadline`."""
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
-        async with _arriving_by(deadline, timeout_s), request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
+        async with _arriving_by(deadline), request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
             upload = form.get(field)
             if not isinstance(upload, UploadFile):
                 raise ApiError(MISSING_FILE, field=field)
             return await read_capped(upload, limit)
     if media_type in RAW_TYPES or (media_type.startswith("image/") and media_type not in REFUSED_IMAGE_TYPES):
-        async with _arriving_by(deadline, timeout_s):
+        async with _arriving_by(deadline):
             return await request.body()  # its size is capped by BodyLimitMiddleware, exactly at `limit`
     raise ApiError(UNSUPPORTED_MEDIA_TYPE, content_type=media_type)
 
 
-async def read_body(request: Request, deadline: float, timeout_s: float) -> bytes:
+async def read_body(request: Request, deadline: Deadline) -> bytes:
     """The whole raw body, fully arrived by `deadline` (its size is capped by BodyLimitMiddleware)."""
-    async with _arriving_by(deadline, timeout_s):
+    async with _arriving_by(deadline):
         return await request.body()
 
 
-async def read_images(request: Request, limit: int, max_files: int, deadline: float, timeout_s: float,
+async def read_images(request: Request, limit: int, max_files: int, deadline: Deadline,
                       field: str = "files") -> list[tuple[str | None, bytes | UploadTooLargeError]]:
     """Up to `max_files` images from a multipart field; an oversized file is returned as its error, in place."""
     media_type = _media_type(request)
     if media_type != "multipart/form-data":
         raise ApiError(UNSUPPORTED_MEDIA_TYPE, content_type=media_type)
     try:
-        async with (_arriving_by(deadline, timeout_s),
+        async with (_arriving_by(deadline),
                     request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS) as form):
             uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
             if not uploads:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.core.rundir import METRICS_DIR_ENV
+from app.workers.rundir import METRICS_DIR_ENV
+from models.accuracy import AccuracyRecord
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -80,15 +81,15 @@ class ServiceMetrics:
         return BatchObserver(queue_depth=self.queue_depth.set, queue_wait=self.queue_wait.observe, batch=batch)
 
     def set_model(self, arch: str, sha256: str, backend: str, device: str, precision: str = "fp32",
-                  accuracy: Mapping[str, float] | None = None) -> None:
-        """The model now served; `accuracy` as the backend reports it (top1_fp32, top1, agreement, eval_size)."""
+                  accuracy: AccuracyRecord | None = None) -> None:
+        """The model now served; `accuracy` as recorded for the runtime that serves it (None: not measured)."""
         labels = {"arch": arch, "checkpoint_sha256": sha256, "backend": backend, "device": device,
                   "precision": precision}
         if self._model_labels not in (None, labels):
             self._retire(self.model_info, self._model_labels, 0.0)
         self.model_info.labels(**labels).set(1)
         self._model_labels = labels
-        numbers = {k: float(v) for k, v in (accuracy or {}).items() if isinstance(v, int | float)}
+        numbers = {k: float(v) for k, v in accuracy.as_dict().items()} if accuracy is not None else {}
         self.export_eval_size.set(numbers.pop("eval_size", 0))
         for measure in self._measures - numbers.keys():
             self._retire(self.export_accuracy, {"measure": measure}, math.nan)

@@ -69,7 +69,8 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         service = app.state.service
-        layers = service.feature_layers() if service is not None else None
+        model = service.manager.current if service is not None else None
+        layers = model.feature_layers if model is not None else None
         if app.openapi_schema is None or getattr(app.state, "openapi_layers", None) != layers:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes, tags=app.openapi_tags)

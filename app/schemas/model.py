@@ -1,9 +1,16 @@
 """Shapes of the model description and reload endpoints."""
 
+from dataclasses import fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from models.accuracy import PRECISIONS, AccuracyRecord
+from models.backends.base import RUNTIMES
+
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
 
 
 class PreprocessInfo(BaseModel):
@@ -22,13 +29,10 @@ class BatchingInfo(BaseModel):
     request_timeout_s: float
 
 
-class ExportAccuracy(BaseModel):
-    """What `resnet-export` measured for a low-precision artifact, on held-out images."""
-
-    top1_fp32: float = Field(description="Top-1 of the exact fp32 model.")
-    top1: float = Field(description="Top-1 of the model at the precision being served.")
-    agreement: float = Field(description="Share of images whose top-1 class both models agree on.")
-    eval_size: int = Field(description="Held-out images compared.")
+ExportAccuracy = create_model(
+    "ExportAccuracy", __doc__="What `resnet-export` measured for a low-precision artifact, on held-out images.",
+    **{f.name: (get_type_hints(AccuracyRecord)[f.name], Field(description=f.metadata["doc"]))
+       for f in fields(AccuracyRecord)})
 
 
 class ModelInfo(BaseModel):
@@ -40,10 +44,13 @@ class ModelInfo(BaseModel):
     preprocess: PreprocessInfo
     feature_layers: list[str] = Field(description="Layers `POST /v1/feature-maps` can show.")
     device: str
-    backend: str
-    precision: Literal["fp32", "bf16", "int8"] = Field(description="Arithmetic of the forward pass.")
+    backend: Runtime = Field(description="The runtime serving predictions (RESNET_BACKEND, `auto` resolved).")
+    precision: Precision = Field(description="Arithmetic of the forward pass.")
     export_accuracy: ExportAccuracy | None = Field(description="Accuracy of a low-precision artifact against fp32, "
-                                                   "measured at export; null for the exact fp32 path.")
+                                                   "measured at export on the runtime that serves it; null for "
+                                                   "the exact fp32 path or when not checked on this runtime.")
+    accuracy_checked_on: list[Runtime] = Field(description="Runtimes on which resnet-export measured this "
+                                                           "artifact's accuracy (empty for fp32).")
     checkpoint_file: str = Field(description="File name of the checkpoint (no directory).")
     checkpoint_sha256: str
     loaded_at: datetime

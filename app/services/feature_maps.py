@@ -14,27 +14,6 @@ _MIN_TILE = 64  # small maps (CIFAR-sized layers are 8x8) are scaled up to stay 
 _PAD = 2
 
 
-def layer_activations(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """Run the ResNet stem and stages up to `layer` ("conv1" = stem conv after BN and ReLU, "layerN" = stage N).
-
-    Walks the modules directly instead of registering hooks: the model may be running a batch on the
-    inference thread at the same moment, and hooks would be shared with it.
-    """
-    layers = list(getattr(model, "feature_layers", []))
-    if layer not in layers:
-        raise ValueError(f"unknown layer {layer!r}")
-    with torch.inference_mode():
-        x = model.relu(model.bn1(model.conv1(x)))
-        if layer == "conv1":
-            return x
-        x = model.maxpool(x)
-        for name in layers[1:]:
-            x = getattr(model, name)(x)
-            if name == layer:
-                return x
-    raise AssertionError("unreachable")
-
-
 def render_grid(maps: torch.Tensor) -> bytes:
     """(C, H, W) activations -> PNG grid, each channel min-max scaled to 0..255 on its own."""
     maps = maps.detach().float().cpu()
@@ -60,5 +39,6 @@ def render_grid(maps: torch.Tensor) -> bytes:
 def feature_map_png(model: nn.Module, image: torch.Tensor, layer: str, channels: int) -> tuple[bytes, tuple[int, ...]]:
     """One preprocessed image (C, H, W) -> (PNG of the first `channels` maps of `layer`, the layer's output shape)."""
     device = next(model.parameters()).device
-    out = layer_activations(model, image.unsqueeze(0).to(device), layer)[0]
+    with torch.inference_mode():
+        out = model.forward_features(image.unsqueeze(0).to(device), upto=layer)[0]
     return render_grid(out[:channels]), tuple(out.shape)

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from app.core.errors import ProtocolError
-from app.services.model_manager import LoadedModel
+from app.services.model_source import LoadedModel
+from models.preprocess import IMAGE_FORMAT_NAMES
 
 IMAGE_INPUT, TENSOR_INPUT, OUTPUT = "image", "input", "probabilities"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -53,12 +54,11 @@ class InferRequest:
 def model_metadata(model: LoadedModel, name: str, version: str) -> dict[str, Any]:
     """`GET /v2/models/{name}`: the inputs, the output, and the preprocessing `input` must already have had."""
     ckpt, spec = model.checkpoint, model.checkpoint.preprocess
-    preprocess = {"resize": spec.resize, "crop": spec.crop, "mean": list(spec.mean), "std": list(spec.std),
-                  "interpolation": spec.interpolation, "color_mode": spec.color_mode}
+    preprocess = spec.to_dict()
     return {
         "name": name, "versions": [version], "platform": f"pytorch_{ckpt.arch}",
         "inputs": [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1],
-                    "parameters": {"content": "encoded image files (JPEG, PNG, WebP, GIF, BMP, TIFF)"}},
+                    "parameters": {"content": f"encoded image files ({IMAGE_FORMAT_NAMES})"}},
                    {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, spec.channels, spec.crop, spec.crop],
                     "parameters": preprocess}],
         "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, len(ckpt.classes)]}],

@@ -13,7 +13,7 @@ A request reserves its place while it is still being decoded, in one shape that 
 Leaving the block without predicting (a failed decode) withdraws the reservation. Once requests reserve, a
 batch under light load (the last one had no company) waits only while reserved requests are on their way: a
 lone request (concurrency 1) is not held back for the whole delay waiting for company that is not coming.
-A request past its deadline gets `DeadlineExceededError` carrying the configured request timeout.
+A request past its deadline (app/core/deadline.py) gets `DeadlineExceededError`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, NotReadyError, QueueFullError
 from app.core.metrics import BatchObserver
 from models.backends.base import InferenceBackend
@@ -53,7 +54,7 @@ class _Item:
     backend: InferenceBackend  # the model this request was preprocessed for; it also runs on it
     future: asyncio.Future[PredictResult]
     loop: asyncio.AbstractEventLoop
-    deadline: float
+    deadline: Deadline
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -61,9 +62,8 @@ class BatchingPredictor:
     """Gathers queued requests into batches and runs each batch in one forward pass on one thread."""
 
     def __init__(self, max_batch_size: int, max_batch_delay_ms: float, queue_size: int,
-                 observer: BatchObserver | None = None, request_timeout_s: float | None = None) -> None:
+                 observer: BatchObserver | None = None) -> None:
         self.max_batch_size = max_batch_size
-        self.request_timeout_s = request_timeout_s  # carried by DeadlineExceededError
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self.observer = observer or BatchObserver()
         self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=queue_size)
@@ -111,11 +111,11 @@ class BatchingPredictor:
                 with contextlib.suppress(queue.Full):  # a full queue ends the wait anyway
                     self._queue.put_nowait(_WAKE)
 
-    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float) -> PredictResult:
+    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: Deadline) -> PredictResult:
         """Queue one preprocessed image (C, H, W) for `backend` without a reservation (see `reserve`)."""
         return await self._submit(tensor, backend, deadline, reserved=False)
 
-    async def _submit(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float, *,
+    async def _submit(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: Deadline, *,
                       reserved: bool) -> PredictResult:
         """Queue and wait; raises NotReadyError, QueueFullError or DeadlineExceededError."""
         try:
@@ -131,10 +131,7 @@ class BatchingPredictor:
             if reserved:
                 self._incoming -= 1
         self.observer.queue_depth(self._queue.qsize())
-        try:
-            return await asyncio.wait_for(item.future, timeout=max(deadline - time.monotonic(), 0.0))
-        except TimeoutError:
-            raise DeadlineExceededError(self.request_timeout_s) from None
+        return await deadline.wait(item.future)
 
     def _run(self) -> None:
         while True:
@@ -179,17 +176,16 @@ class BatchingPredictor:
 
     def _run_batch(self, items: list[_Item]) -> None:
         now = time.monotonic()
-        live = [it for it in items if not it.future.cancelled() and it.deadline > now]
+        live = [it for it in items if not it.future.cancelled() and not it.deadline.passed(now)]
         for it in items:
             if it not in live:
-                _resolve(it, exc=DeadlineExceededError(self.request_timeout_s))
+                _resolve(it, exc=DeadlineExceededError(it.deadline.timeout_s))
         if not live:
             return
         for it in live:
             self.observer.queue_wait(now - it.enqueued)
         try:
-            with torch.inference_mode():
-                logits = live[0].backend.predict(torch.stack([it.tensor for it in live]))
+            logits = live[0].backend.predict(torch.stack([it.tensor for it in live]))  # it enters inference_mode
         except Exception as e:  # the requests get the error; the thread keeps serving
             log.exception("forward pass failed")
             for it in live:
@@ -210,7 +206,7 @@ class Reservation:
         self._predictor = predictor
         self.used = False
 
-    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: float) -> PredictResult:
+    async def predict(self, tensor: torch.Tensor, backend: InferenceBackend, deadline: Deadline) -> PredictResult:
         """Queue the decoded image (C, H, W) for `backend`; raises QueueFullError or DeadlineExceededError."""
         if self.used:
             raise RuntimeError("a reservation predicts once")

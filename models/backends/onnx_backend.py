@@ -1,8 +1,8 @@
 """ONNX Runtime backend: the same checkpoint, run by ORT (about 1.7x eager PyTorch on a small CPU).
 
-Loads an ONNX file written by `resnet-export` (fp32 or int8), or exports the checkpoint into a temp dir at
-startup. A file exported from another checkpoint (embedded sha256 differs) is refused with `CheckpointError`.
-Feature maps stay on the torch path: this backend only turns a preprocessed batch into logits.
+Runs an artifact (models/backends/artifact.py): a file written by `resnet-export` (fp32 or int8), or the
+checkpoint exported at startup. Feature maps stay on the torch path: this backend only turns a preprocessed batch
+into logits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from models.checkpoint import Checkpoint
+from models.backends.artifact import Artifact
 from models.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -58,33 +58,23 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        *,
-        onnx_path: str | None,
-        threads: int,
-        device: str,
-        allow_spinning: bool = False,
-    ) -> None:
+    def __init__(self, artifact: Artifact, *, threads: int, device: str, allow_spinning: bool = False) -> None:
         import onnxruntime as ort
 
-        from models.backends.artifact import open_artifact
         from models.onnx_export import INPUT_NAME, OUTPUT_NAME
 
+        if artifact.precision == "bf16":
+            raise CheckpointError(f"{artifact.path}: a bf16 artifact runs on OpenVINO (ONNX Runtime's CPU "
+                                  "provider has no fast bf16 convolutions): pip install "
+                                  "'resnet-service[openvino]' and RESNET_BACKEND=openvino (or auto)")
         self._input, self._output = INPUT_NAME, OUTPUT_NAME
         providers, self.device = _providers(device)
-        opts = session_options(threads, allow_spinning=allow_spinning)
-        with open_artifact(checkpoint, onnx_path) as artifact:
-            if artifact.precision == "bf16":
-                raise CheckpointError(f"{artifact.path}: a bf16 artifact runs on OpenVINO (ONNX Runtime's CPU "
-                                      "provider has no fast bf16 convolutions): pip install "
-                                      "'resnet-service[openvino]' and RESNET_BACKEND=openvino (or auto)")
-            self._session = self._open(ort, artifact.path, opts, providers)
+        self._session = self._open(ort, artifact.path, session_options(threads, allow_spinning=allow_spinning),
+                                   providers)
         self.onnx_path = str(artifact.path) if artifact.given else None
         self.metadata = artifact.metadata
         self.precision = artifact.precision
-        self.accuracy: dict[str, float] = artifact.accuracy
+        self.accuracy_by_runtime = artifact.accuracy_by_runtime
         self.threads = threads
         self.providers = self._session.get_providers()
 

@@ -13,8 +13,7 @@ import logging
 import numpy as np
 import torch
 
-from models.backends.artifact import open_artifact
-from models.checkpoint import Checkpoint
+from models.backends.artifact import Artifact
 from models.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -41,25 +40,24 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, checkpoint: Checkpoint, *, onnx_path: str | None, threads: int, device: str) -> None:
+    def __init__(self, artifact: Artifact, *, threads: int, device: str) -> None:
         import openvino as ov
 
         if torch.device(device).type != "cpu":
             log.warning("the OpenVINO backend runs on the CPU; %s is not used", device)
         self.device = "cpu"
+        self.precision = artifact.precision
+        if self.precision == "bf16" and not native_bf16():
+            log.warning("this CPU has no native bf16: OpenVINO emulates it, slower than fp32")
         core = ov.Core()
-        with open_artifact(checkpoint, onnx_path) as artifact:
-            self.precision = artifact.precision
-            if self.precision == "bf16" and not native_bf16():
-                log.warning("this CPU has no native bf16: OpenVINO emulates it, slower than fp32")
-            try:
-                self._compiled = core.compile_model(core.read_model(str(artifact.path)), "CPU",
-                                                    compile_options(self.precision, threads))
-            except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
-                raise CheckpointError(f"{artifact.path}: OpenVINO cannot load it ({type(e).__name__}: {e})") from None
+        try:
+            self._compiled = core.compile_model(core.read_model(str(artifact.path)), "CPU",
+                                                compile_options(self.precision, threads))
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
+            raise CheckpointError(f"{artifact.path}: OpenVINO cannot load it ({type(e).__name__}: {e})") from None
         self.onnx_path = str(artifact.path) if artifact.given else None
         self.metadata = artifact.metadata
-        self.accuracy: dict[str, float] = artifact.accuracy
+        self.accuracy_by_runtime = artifact.accuracy_by_runtime
         self.threads = threads
         self._request = self._compiled.create_infer_request()
 

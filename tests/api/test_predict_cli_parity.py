@@ -1,4 +1,4 @@
-"""The service and `resnet-predict --json` (training/predict.py) give the same predictions for the same file."""
+"""The service and `resnet-predict --json` (cli/predict.py) give the same predictions for the same file."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ async def test_service_matches_resnet_predict_json(settings_for, checkpoint, tmp
         path.write_bytes(image_bytes(fmt, size=size, seed=30 + i))
         paths.append(path)
     proc = subprocess.run(
-        [sys.executable, "-m", "training.predict", str(checkpoint), *map(str, paths), "--json", "--top-k", "3"],
+        [sys.executable, "-m", "cli.predict", str(checkpoint), *map(str, paths), "--json", "--top-k", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
     )

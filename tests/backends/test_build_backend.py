@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import app.backends as backends
 import pytest
 import torch
-
-import app.backends as backends
 from app.backends import TorchBackend, build_backend
+
 from app.core.config import Settings
 from app.core.errors import ServiceConfigError
 from models import CheckpointError, load_checkpoint

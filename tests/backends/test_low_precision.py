@@ -19,12 +19,12 @@ from helpers.images import encode, image_bytes
 from PIL import Image
 
 from app.core.config import Settings
+from cli.export import main as export_main
 from models import load_checkpoint, load_image_tensor
 from models.backends.onnx_backend import OnnxRuntimeBackend
 from models.backends.openvino_backend import OpenVinoBackend
 from models.errors import CheckpointError
 from models.onnx_export import read_onnx_metadata
-from training.export import main as export_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "weights" / "model.pt"
@@ -169,6 +169,7 @@ def test_oip_infer_on_the_int8_artifact(default_ckpt):
 
 def test_a_bf16_artifact_is_refused_by_onnxruntime_and_picked_for_openvino(default_ckpt, tmp_path):
     from app.backends import build_backend
+
     from models.onnx_export import export_onnx_bytes, with_metadata
 
     path = tmp_path / "m.bf16.onnx"
@@ -191,6 +192,7 @@ def test_an_artifact_of_another_checkpoint_is_refused(runtime, resnet20_ckpt):
 
 def test_auto_runs_low_precision_artifacts_on_openvino_and_fp32_on_onnxruntime(default_ckpt, tmp_path):
     from app.backends import build_backend
+
     from models.onnx_export import export_onnx
 
     fp32 = export_onnx(default_ckpt, tmp_path / "m.onnx")
@@ -203,7 +205,7 @@ def test_auto_runs_low_precision_artifacts_on_openvino_and_fp32_on_onnxruntime(d
 def test_resnet_predict_runs_the_int8_artifact_like_the_service(default_ckpt, capsys):
     import json
 
-    from training.predict import main as predict_main
+    from cli.predict import main as predict_main
 
     predict_main([str(SHIPPED_INT8), *map(str, EXAMPLES), "--json", "--threads", "1"])
     results = json.loads(capsys.readouterr().out)["results"]

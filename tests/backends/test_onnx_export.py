@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from cli.export import main
 from models.onnx_export import INPUT_NAME, export_onnx, read_onnx_metadata
-from training.export import main
 
 # ORT fuses BatchNorm into the convolutions and may sum in another order: float32 rounding only.
 ATOL = 1e-4

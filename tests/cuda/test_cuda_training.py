@@ -15,9 +15,9 @@ import pytest
 import torch
 from tinydata import CLASSES, ROOT, TINY_ARGS, make_image_folder
 
+from cli.evaluate import evaluate_checkpoint
 from models import load_checkpoint
 from training.config import parse_config
-from training.evaluate import evaluate_checkpoint
 from training.train import run
 
 pytestmark = pytest.mark.cuda

@@ -135,8 +135,8 @@ def test_resnet_predict_json_and_text(trained_run, tmp_path, capsys):
 def test_console_scripts_point_at_the_mains():
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
     assert scripts["resnet-train"] == "training.train:main"
-    assert scripts["resnet-eval"] == "training.evaluate:main"
-    assert scripts["resnet-predict"] == "training.predict:main"
+    assert scripts["resnet-eval"] == "cli.evaluate:main"
+    assert scripts["resnet-predict"] == "cli.predict:main"
 
 
 def short_run(data: Path, out: Path, *extra: str) -> dict:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from app.api.body_limit import limit_body, single_image
-from app.api.deps import ImageUpload, ServiceDep, admit, require_api_key
+from app.api.deps import DeadlineDep, ImageUpload, ServiceDep, admit, require_api_key
 from app.api.uploads import image_body
 from app.core import errors as e
 
@@ -30,10 +30,11 @@ router = APIRouter(prefix="/v1", tags=["feature maps"], dependencies=[Depends(re
 async def feature_maps(
     service: ServiceDep,
     upload: ImageUpload,
+    deadline: DeadlineDep,
     layer: Annotated[str, Query(description="Layer name, e.g. `conv1`, `layer1` .. `layer4`.")] = "layer1",
     channels: Annotated[int, Query(ge=1, le=64, description="How many channels to draw (the first ones).")] = 16,
 ) -> Response:
-    png, shape = await service.feature_maps(upload.data, layer, channels, upload.deadline)
+    png, shape = await service.feature_maps(upload, layer, channels, deadline)
     headers = {"X-Feature-Layer": layer, "X-Feature-Shape": "x".join(map(str, shape)),
                "X-Feature-Channels": str(min(channels, shape[0]))}
     return Response(png, media_type="image/png", headers=headers)

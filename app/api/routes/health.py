@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import ServiceDep
+from app.api.deps import ManagerDep
 from app.core import errors as e
 from app.schemas.health import LiveResponse, ReadyResponse
 
@@ -20,7 +20,7 @@ async def live() -> LiveResponse:
             description="With several workers (`resnet-serve --workers N`), 200 only when the worker that answers "
                         "serves the model the last reload committed to.",
             responses=e.error_responses(e.NOT_READY))
-async def ready(service: ServiceDep) -> ReadyResponse:
-    model = service.ready_model()
+async def ready(manager: ManagerDep) -> ReadyResponse:
+    model = manager.ready_model()
     return ReadyResponse(checkpoint_sha256=model.checkpoint.sha256, backend=model.backend.name,
                          device=model.backend.device)

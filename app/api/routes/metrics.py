@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
-from app.api.deps import require_metrics_key
+from app.api.deps import MetricsDep, require_metrics_key
 from app.core import errors as e
 
 router = APIRouter(tags=["metrics"])
@@ -14,9 +14,6 @@ router = APIRouter(tags=["metrics"])
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
                        **e.error_responses(e.UNAUTHORIZED)},
             dependencies=[Depends(require_metrics_key)])
-async def metrics(request: Request) -> Response:
-    state = request.app.state
-    if state.service is not None:
-        state.metrics.queue_depth.set(state.service.queue_depth)
-    body, media_type = state.metrics.exposition()
+async def metrics(metrics: MetricsDep) -> Response:
+    body, media_type = metrics.exposition()
     return Response(body, media_type=media_type)

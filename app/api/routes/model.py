@@ -6,17 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
 
-from app.api.deps import ServiceDep, require_api_key, require_reload_enabled
+from app.api.deps import ManagerDep, SettingsDep, require_api_key, require_reload_enabled
 from app.core import errors as e
 from app.schemas.model import ModelInfo, ReloadRequest, ReloadResponse
+from app.services.model_info import model_info
+from app.services.model_source import requested_source
 
 router = APIRouter(prefix="/v1/model", tags=["model"])
 
 
 @router.get("", response_model=ModelInfo, summary="Describe the model being served",
             responses=e.error_responses(e.NOT_READY))
-async def describe(service: ServiceDep) -> ModelInfo:
-    return service.describe()
+async def describe(manager: ManagerDep, settings: SettingsDep) -> ModelInfo:
+    return model_info(manager.model(), settings)
 
 
 @router.post(
@@ -36,7 +38,12 @@ async def describe(service: ServiceDep) -> ModelInfo:
                                 e.NOT_READY),
     dependencies=[Depends(require_api_key), Depends(require_reload_enabled)],
 )
-async def reload(service: ServiceDep, body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
+async def reload(manager: ManagerDep, settings: SettingsDep,
+                 body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
     body = body or ReloadRequest()
-    previous_sha256 = await service.reload(body)
-    return ReloadResponse(previous_sha256=previous_sha256, model=service.describe())
+    manager.model()  # not ready -> 503
+    source = requested_source(settings, body.checkpoint, body.class_index, body.arch, body.arch_kwargs,
+                              body.preprocess)
+    previous = await manager.reload(source)
+    return ReloadResponse(previous_sha256=previous.checkpoint.sha256 if previous else None,
+                          model=model_info(manager.model(), settings))

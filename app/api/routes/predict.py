@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app.api.body_limit import image_batch, limit_body, single_image
-from app.api.deps import ImageUpload, ImageUploads, ServiceDep, admit, require_api_key
+from app.api.deps import DeadlineDep, ImageUpload, ImageUploads, ServiceDep, admit, require_api_key
 from app.api.uploads import image_body
 from app.core import errors as e
 from app.schemas.predict import BatchResponse, PredictResponse
@@ -30,8 +30,9 @@ _COMMON = (e.UNAUTHORIZED, e.UPLOAD_TIMEOUT, e.PAYLOAD_TOO_LARGE, e.IMAGE_TOO_LA
     openapi_extra=image_body("file"),
 )
 @limit_body(single_image)
-async def predict(service: ServiceDep, upload: ImageUpload, top_k: TopK = None) -> PredictResponse:
-    return await service.classify(upload.data, top_k, upload.deadline)
+async def predict(service: ServiceDep, upload: ImageUpload, deadline: DeadlineDep,
+                  top_k: TopK = None) -> PredictResponse:
+    return await service.classify(upload, top_k, deadline)
 
 
 @router.post(
@@ -42,5 +43,6 @@ async def predict(service: ServiceDep, upload: ImageUpload, top_k: TopK = None) 
     openapi_extra=image_body("files", many=True),
 )
 @limit_body(image_batch)
-async def predict_batch(service: ServiceDep, uploads: ImageUploads, top_k: TopK = None) -> BatchResponse:
-    return await service.classify_many(uploads.files, top_k, uploads.deadline)
+async def predict_batch(service: ServiceDep, uploads: ImageUploads, deadline: DeadlineDep,
+                        top_k: TopK = None) -> BatchResponse:
+    return await service.classify_many(uploads, top_k, deadline)

@@ -14,14 +14,16 @@ from pydantic import BaseModel
 
 from app import __version__
 from app.api.body_limit import image_batch, limit_body
-from app.api.deps import ServiceDep, SettingsDep, admit, require_api_key
+from app.api.deps import DeadlineDep, ManagerDep, ServiceDep, SettingsDep, admit, require_api_key
 from app.api.uploads import read_body
 from app.core import errors as e
 from app.core.config import Settings
+from app.core.deadline import Deadline
 from app.core.errors import ApiError
 from app.schemas.oip import InferRequestBody, InferResponseBody, ModelMetadata, OipError, ServerMetadata
 from app.services import oip
 from app.services.inference import InferenceService
+from app.services.model_manager import ModelManager
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 MODEL_VERSION = "1"
@@ -72,45 +74,45 @@ async def server_live() -> Response:
 
 @router.get("/health/ready", summary="The server is ready", response_class=Response,
             responses={200: {"description": "Ready (empty body)."}, 503: _ERRORS[503]})
-async def server_ready(service: ServiceDep) -> Response:
-    service.ready_model()
+async def server_ready(manager: ManagerDep) -> Response:
+    manager.ready_model()
     return Response(status_code=200)
 
 
-def _metadata(service: InferenceService, settings: Settings) -> ModelMetadata:
-    return ModelMetadata(**oip.model_metadata(service.model(), settings.model_name, MODEL_VERSION))
+def _metadata(manager: ModelManager, settings: Settings) -> ModelMetadata:
+    return ModelMetadata(**oip.model_metadata(manager.model(), settings.model_name, MODEL_VERSION))
 
 
 @router.get("/models/{name}", response_model=ModelMetadata, response_model_exclude_none=True, summary="Model metadata",
             responses={k: _ERRORS[k] for k in (404, 503)})
-async def model_metadata(name: Name, service: ServiceDep, settings: SettingsDep) -> ModelMetadata:
+async def model_metadata(name: Name, manager: ManagerDep, settings: SettingsDep) -> ModelMetadata:
     check_model(settings, name)
-    return _metadata(service, settings)
+    return _metadata(manager, settings)
 
 
 @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, response_model_exclude_none=True,
             summary="Model metadata (version)",
             responses={k: _ERRORS[k] for k in (404, 503)})
-async def model_version_metadata(name: Name, version: Version, service: ServiceDep,
+async def model_version_metadata(name: Name, version: Version, manager: ManagerDep,
                                  settings: SettingsDep) -> ModelMetadata:
     check_model(settings, name, version)
-    return _metadata(service, settings)
+    return _metadata(manager, settings)
 
 
 @router.get("/models/{name}/ready", summary="The model is ready", response_class=Response,
             responses={200: {"description": "Ready (empty body)."}, **{k: _ERRORS[k] for k in (404, 503)}})
-async def model_ready(name: Name, service: ServiceDep, settings: SettingsDep) -> Response:
+async def model_ready(name: Name, manager: ManagerDep, settings: SettingsDep) -> Response:
     check_model(settings, name)
-    service.ready_model()
+    manager.ready_model()
     return Response(status_code=200)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="The model is ready (version)",
             response_class=Response,
             responses={200: {"description": "Ready (empty body)."}, **{k: _ERRORS[k] for k in (404, 503)}})
-async def model_version_ready(name: Name, version: Version, service: ServiceDep, settings: SettingsDep) -> Response:
+async def model_version_ready(name: Name, version: Version, manager: ManagerDep, settings: SettingsDep) -> Response:
     check_model(settings, name, version)
-    service.ready_model()
+    manager.ready_model()
     return Response(status_code=200)
 
 
@@ -131,14 +133,13 @@ _INFER_DOC: dict[str, Any] = dict(
 )
 
 
-async def _infer(request: Request, service: InferenceService, settings: Settings) -> Response:
-    deadline = service.deadline()
-    body = await read_body(request, deadline, settings.request_timeout_s)
-    model = service.model()  # one snapshot: the request is checked against and run on the same model
+async def _infer(request: Request, service: InferenceService, settings: Settings, deadline: Deadline) -> Response:
+    body = await read_body(request, deadline)
+    model = service.manager.model()  # one snapshot: the request is checked against and run on the same model
     spec = model.checkpoint.preprocess
     parsed = oip.parse_infer_request(body, request.headers.get(oip.HEADER_LENGTH), channels=spec.channels,
                                      size=spec.crop, max_items=settings.max_batch_files)
-    probabilities, model = await service.infer(parsed.images, parsed.tensor, deadline, model)
+    probabilities = await service.infer(parsed.images, parsed.tensor, deadline, model)
     content, headers = oip.encode_infer_response(parsed, probabilities, model.checkpoint.classes,
                                                  model_name=settings.model_name, model_version=MODEL_VERSION)
     return Response(content, headers=headers)
@@ -146,14 +147,15 @@ async def _infer(request: Request, service: InferenceService, settings: Settings
 
 @router.post("/models/{name}/infer", **_INFER_DOC)
 @limit_body(image_batch)
-async def infer(name: Name, request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+async def infer(name: Name, request: Request, service: ServiceDep, settings: SettingsDep,
+                deadline: DeadlineDep) -> Response:
     check_model(settings, name)
-    return await _infer(request, service, settings)
+    return await _infer(request, service, settings, deadline)
 
 
 @router.post("/models/{name}/versions/{version}/infer", **_INFER_DOC)
 @limit_body(image_batch)
 async def infer_version(name: Name, version: Version, request: Request, service: ServiceDep,
-                        settings: SettingsDep) -> Response:
+                        settings: SettingsDep, deadline: DeadlineDep) -> Response:
     check_model(settings, name, version)
-    return await _infer(request, service, settings)
+    return await _infer(request, service, settings, deadline)

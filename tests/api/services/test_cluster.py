@@ -1,4 +1,4 @@
-"""The two-phase reload of app/services/cluster.py, with workers played in one process by fake models.
+"""The two-phase reload of app/workers/cluster.py, with workers played in one process by fake models.
 
 Two "workers" need two live pids: this process and its parent. Their models are fakes whose sha256 is the file
 name; a name in `broken` fails to load, one in `slow` blocks until released.
@@ -16,9 +16,9 @@ from types import SimpleNamespace
 import pytest
 from helpers.waiting import wait_until
 
-from app.core.rundir import RunDir
-from app.services.cluster import Cluster, ReloadTimeoutError, coordinate, source_to_json
 from app.services.model_manager import ModelSource
+from app.workers.cluster import Cluster, ReloadTimeoutError, coordinate, source_to_json
+from app.workers.rundir import RunDir
 from models import CheckpointError
 
 pytestmark = pytest.mark.anyio

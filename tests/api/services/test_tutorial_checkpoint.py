@@ -16,8 +16,8 @@ from torchvision import transforms
 
 from app.core.config import Settings
 from app.core.errors import StartupError
+from cli.import_checkpoint import main as import_main
 from models import load_checkpoint
-from models.importer import main as import_main
 
 pytestmark = pytest.mark.anyio
 FLOWERS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]

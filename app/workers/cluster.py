@@ -1,17 +1,4 @@
-"""One model in every worker of `resnet-serve --workers N`: reloads as a two-phase commit through the run directory.
-
-A reload (HTTP or SIGHUP, taken by any one worker, the coordinator) runs `coordinate`:
-
-1. prepare: it writes `reloads/<gen>.json`; every live worker loads and warms the model beside the one it serves
-   and answers in its state file (ok + sha256, or the error);
-2. commit: when every live worker has answered ok with the same sha256, it replaces `current.json` (the commit
-   point) and every worker swaps the prepared model in; the reload answers once all of them serve it.
-
-One failure, a timeout, or a coordinator that died before committing means nobody swaps (`<gen>.abort`, or the
-dead coordinator, make the workers drop what they prepared). After the commit every worker converges on it: a
-worker started or restarted later loads `current.json`. A worker whose model is not the committed one answers
-`/health/ready` with 503. See docs/DEPLOY.md for the failure modes.
-"""
+"""One worker's part in the two-phase reload of its run (the protocol is described in app/workers/__init__.py)."""
 
 from __future__ import annotations
 
@@ -23,14 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.core.errors import NotReadyError, ServiceConfigError
-from app.core.rundir import RunDir, pid_alive
+from app.services.model_source import LoadedModel, ModelSource
+from app.workers.rundir import RunDir, pid_alive
 from models import CheckpointError, ResNetServiceError
-
-if TYPE_CHECKING:
-    from app.services.model_manager import LoadedModel, ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +36,6 @@ def source_to_json(source: ModelSource) -> dict[str, Any]:
 
 
 def source_from_json(value: dict[str, Any]) -> ModelSource:
-    from app.services.model_manager import ModelSource
-
     index = value.get("class_index")
     return ModelSource(Path(value["checkpoint"]), Path(index) if index else None, value.get("arch"),
                        value.get("arch_kwargs"), value.get("preprocess"))
@@ -145,8 +128,9 @@ class Cluster:
         self._started = False
         self._task: asyncio.Task[None] | None = None
 
-    async def join(self) -> None:
-        """Load and serve the committed model, registered so that no later commit can miss this worker."""
+    async def join(self, configured: ModelSource | None = None) -> None:
+        """Load and serve the committed model, registered so that no later commit can miss this worker (the run
+        committed the configured model at its start: `configured` is not needed here)."""
         while True:
             current = self.run.current()
             if current is None:

@@ -3,9 +3,10 @@
 fp32 is the exact model. int8 is static post-training quantization (ONNX Runtime's QDQ quantizer, int8
 weights per output channel, uint8 activations calibrated on --calibration-data). bf16 is the fp32 graph
 marked to run in bf16 on OpenVINO (natively on CPUs with AVX512_BF16/AMX). For bf16 and int8, the export
-evaluates the fp32 and the low-precision model on held-out data with the runtime that serves them, records
-top-1 of both and their agreement in the artifact, and refuses to write it when top-1 drops by more than
---max-accuracy-drop points (unless --force).
+evaluates the fp32 and the low-precision model on held-out data on the runtime `auto` will serve them on and on
+every other installed runtime that can run them (models.backends), records top-1 of both and their agreement
+per runtime in the artifact, and refuses to write it when top-1 drops by more than --max-accuracy-drop points on
+any of them (unless --force).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from cli.evaluate import DEFAULT_FASHION_MNIST_DIR, build_eval_set
+from models.accuracy import PRECISIONS, AccuracyRecord
 from models.atomic import atomic_write_bytes
-from models.backends import onnx_runtime_class, openvino_available
-from models.backends.base import InferenceBackend
+from models.backends import InferenceBackend, open_backend, resolve_runtime, runtime_available, runtimes_for
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.errors import ResNetServiceError
-from models.onnx_export import INPUT_NAME, PRECISIONS, export_onnx_bytes, with_metadata
+from models.onnx_export import INPUT_NAME, export_onnx_bytes, with_metadata
 from models.quantize import CALIBRATION_METHODS
 from training.config import TrainConfig, non_negative_int, positive_int
 from training.data import (
@@ -41,35 +42,12 @@ from training.data import (
     scan_image_folder,
     stratified_indices,
 )
-from training.evaluate import DEFAULT_FASHION_MNIST_DIR, build_eval_set
 
 log = logging.getLogger("resnet-export")
 
 
 class AccuracyGuardError(ResNetServiceError):
     """The low-precision model lost more top-1 than allowed; nothing was written."""
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The fp32 and the low-precision model on the same held-out images."""
-
-    top1_fp32: float
-    top1: float
-    agreement: float  # share of images whose top-1 class is the same for both
-    eval_size: int
-
-    @property
-    def drop_points(self) -> float:
-        return 100.0 * (self.top1_fp32 - self.top1)
-
-    def as_metadata(self) -> dict[str, float]:
-        return asdict(self)
-
-    def line(self, precision: str) -> str:
-        return (f"top-1 fp32 {100 * self.top1_fp32:.2f}%, {precision} {100 * self.top1:.2f}% "
-                f"(drop {self.drop_points:.2f} points), agreement {100 * self.agreement:.2f}% "
-                f"on {self.eval_size} held-out images")
 
 
 def _training_config(ckpt: Checkpoint) -> dict[str, Any]:
@@ -119,15 +97,26 @@ def predictions(backend: InferenceBackend, dataset: Dataset, batch_size: int) ->
     return np.concatenate(tops), np.concatenate(labels)
 
 
-def compare(fp32: np.ndarray, low: np.ndarray, labels: np.ndarray) -> Comparison:
-    return Comparison(top1_fp32=float((fp32 == labels).mean()), top1=float((low == labels).mean()),
+def compare(fp32: np.ndarray, low: np.ndarray, labels: np.ndarray) -> AccuracyRecord:
+    return AccuracyRecord(top1_fp32=float((fp32 == labels).mean()), top1=float((low == labels).mean()),
                       agreement=float((fp32 == low).mean()), eval_size=len(labels))
 
 
-def open_backend(ckpt: Checkpoint, path: Path, precision: str, threads: int) -> InferenceBackend:
-    """The runtime that scores this precision: OpenVINO for bf16 (the only one that runs it), ONNX Runtime otherwise."""
-    runtime = "openvino" if precision == "bf16" else "onnxruntime"
-    return onnx_runtime_class(runtime)(ckpt, onnx_path=str(path), threads=threads, device="cpu")
+def checked_runtimes(precision: str) -> list[str]:
+    """Where a `precision` artifact is scored: the runtime `auto` serves it on first, then every other installed
+    runtime that can run it (so the service finds a record for whichever of them serves)."""
+    serving = resolve_runtime("auto", torch.device("cpu"), precision)
+    return [serving] + [r for r in runtimes_for(precision) if r != serving and runtime_available(r)]
+
+
+def score(paths: dict[str, Path], precision: str, runtime: str, evaluation: Dataset,
+          args: argparse.Namespace) -> AccuracyRecord:
+    """The fp32 and the `precision` artifact on `runtime`, on the same held-out images."""
+    tops = {}
+    for name in ("fp32", precision):
+        backend = open_backend(artifact=paths[name], runtime=runtime, device="cpu", threads=args.threads)
+        tops[name], labels = predictions(backend, evaluation, args.batch_size)
+    return compare(tops["fp32"], tops[precision], labels)
 
 
 def low_precision_bytes(fp32: bytes, args: argparse.Namespace, ckpt: Checkpoint, data: str) -> bytes:
@@ -155,12 +144,13 @@ def held_out(args: argparse.Namespace, ckpt: Checkpoint, data: str) -> tuple[Dat
     return dataset, source
 
 
-def guarded_export(ckpt: Checkpoint, args: argparse.Namespace) -> tuple[bytes, Comparison | None]:
-    """The artifact's bytes, and for low precision the comparison it passed (raises `AccuracyGuardError`)."""
+def guarded_export(ckpt: Checkpoint, args: argparse.Namespace) -> tuple[bytes, dict[str, AccuracyRecord]]:
+    """The artifact's bytes, and for low precision the accuracy it passed with on each runtime that can serve it
+    (raises `AccuracyGuardError` when any of them loses more than --max-accuracy-drop)."""
     fp32 = export_onnx_bytes(ckpt, opset=args.opset, dynamic_batch=not args.static_batch)
     if args.precision == "fp32":
-        return fp32, None
-    if args.precision == "bf16" and not openvino_available():
+        return fp32, {}
+    if args.precision == "bf16" and not runtime_available("openvino"):
         raise DataError("--precision bf16 runs and is checked on OpenVINO: pip install 'resnet-service[openvino]'")
     data = args.calibration_data or default_data(ckpt)
     if not data:
@@ -171,19 +161,15 @@ def guarded_export(ckpt: Checkpoint, args: argparse.Namespace) -> tuple[bytes, C
         paths = {name: Path(tmp) / f"{name}.onnx" for name in ("fp32", args.precision)}
         paths["fp32"].write_bytes(fp32)
         paths[args.precision].write_bytes(low)
-        fp32_top, labels = predictions(open_backend(ckpt, paths["fp32"], "fp32", args.threads), evaluation,
-                                       args.batch_size)
-        low_top, _ = predictions(open_backend(ckpt, paths[args.precision], args.precision, args.threads),
-                                 evaluation, args.batch_size)
-    result = compare(fp32_top, low_top, labels)
-    log.info("%s on %s", result.line(args.precision), source)
-    if result.drop_points > args.max_accuracy_drop and not args.force:
-        raise AccuracyGuardError(f"{args.precision} loses too much accuracy: {result.line(args.precision)}; "
-                                 f"allowed drop {args.max_accuracy_drop:g} points (--max-accuracy-drop, or "
-                                 "--force to write it anyway); nothing written")
-    runtime = "openvino" if args.precision == "bf16" else "onnxruntime"
-    props = {"accuracy": result.as_metadata(), "accuracy_data": source, "accuracy_runtime": runtime}
-    return with_metadata(low, props), result
+        results = {rt: score(paths, args.precision, rt, evaluation, args) for rt in checked_runtimes(args.precision)}
+    for runtime, result in results.items():
+        log.info("%s on %s, %s", result.line(args.precision), runtime, source)
+        if result.drop_points > args.max_accuracy_drop and not args.force:
+            raise AccuracyGuardError(f"{args.precision} loses too much accuracy on {runtime}: "
+                                     f"{result.line(args.precision)}; allowed drop {args.max_accuracy_drop:g} points "
+                                     "(--max-accuracy-drop, or --force to write it anyway); nothing written")
+    props = {"accuracy_by_runtime": {rt: r.as_dict() for rt, r in results.items()}, "accuracy_data": source}
+    return with_metadata(low, props), results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,11 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out) if args.out else default_out(args.checkpoint, args.precision)
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        data, result = guarded_export(ckpt, args)
+        data, results = guarded_export(ckpt, args)
     except (ResNetServiceError, DataError) as e:
         sys.exit(f"resnet-export: {e}")
     atomic_write_bytes(out, data)
-    summary = f"; {result.line(args.precision)}" if result else ""
+    summary = "".join(f"; {rt}: {r.line(args.precision)}" for rt, r in results.items())
     log.info("wrote %s (%s, %s, sha256 %s)%s", out, ckpt.arch, args.precision, ckpt.sha256[:12], summary)
 
 

@@ -7,7 +7,7 @@
     <run>/metrics/            PROMETHEUS_MULTIPROC_DIR
 
 Every file is written to a temporary name and renamed, so a reader sees a whole file or none. The folder is mode
-0700: only the service's user can ask the workers to load something. The protocol itself is app/services/cluster.py.
+0700: only the service's user can ask the workers to load something. The protocol itself is app/workers/cluster.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Two changes to uvicorn 0.54's `Multiprocess`: a worker that exits is forgotten in the run directory (its
 registration and live gauges go, `prometheus_client.multiprocess.mark_process_dead`), and SIGHUP reloads the model
 in every worker (uvicorn's own SIGHUP restarts the workers one by one, which would leave them on different models
-when one fails) by passing the signal to one started worker, which coordinates the reload (app/services/cluster.py).
+when one fails) by passing the signal to one started worker, which coordinates the reload (app/workers/cluster.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from socket import socket
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from app.core.rundir import RunDir
+from app.workers.rundir import RunDir
 
 log = logging.getLogger("uvicorn.error")
 

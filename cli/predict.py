@@ -24,14 +24,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from models import Checkpoint, CheckpointError, ImageError, PreprocessSpec, load_checkpoint, load_image_tensor
+from models import CheckpointError, ImageError, PreprocessSpec, load_checkpoint, load_image_tensor
 from models.atomic import atomic_write
-from models.backends import InferenceBackend, TorchBackend, use_channels_last
+from models.backends import InferenceBackend, open_backend
 from models.checkpoint import read_class_index
 from models.device import DeviceError, resolve_device
 from models.postprocess import top_k
+from models.preprocess import IMAGE_EXTENSIONS
 from training.config import HelpFormatter, non_negative_int, positive_int
-from training.data import IMAGE_EXTENSIONS
 
 OUT_FORMATS = (".csv", ".jsonl")
 
@@ -147,37 +147,20 @@ def write_rows(path: Path, rows: Iterable[dict[str, Any]], k: int) -> int:
 
 
 def onnx_predictor(path: Path, args: argparse.Namespace, device: torch.device) -> Predictor:
-    """An ONNX file written by resnet-export, on ONNX Runtime (OpenVINO for bf16 and int8 when installed, as the
-    service does); with --from-checkpoint, its sha256 must match."""
-    try:
-        from models.backends import onnx_runtime_class, preferred_onnx_runtime
-        from models.onnx_export import ONNX_FORMAT, read_onnx_metadata
-    except ImportError as e:
-        raise CheckpointError(f"{path}: ONNX files need onnx and onnxruntime ({e}); "
-                              "pip install 'resnet-service[onnx]'") from None
+    """An ONNX file written by resnet-export, on the runtime `auto` picks for it (as the service does); with
+    --from-checkpoint, its sha256 must match that checkpoint's."""
+    from models.backends.artifact import read_artifact
+
+    ckpt = None
     if args.from_checkpoint:
         ckpt = load_checkpoint(args.from_checkpoint, class_index=args.class_index, arch=args.arch)
-    else:
-        meta = read_onnx_metadata(path)
-        if meta.get("format") != ONNX_FORMAT:
-            raise CheckpointError(f"{path}: not written by resnet-export (no {ONNX_FORMAT} metadata: no classes, no "
-                                  "preprocessing); export the checkpoint with resnet-export")
-        if args.arch:
-            raise CheckpointError(f"--arch is for a bare state dict; {path} records its architecture")
-        try:
-            spec = PreprocessSpec.from_dict(meta["preprocess"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: bad preprocess metadata: {e}") from None
-        if args.class_index and read_class_index(args.class_index) != meta.get("classes"):
-            raise CheckpointError(f"{args.class_index}: class index disagrees with the classes recorded in {path}")
-        # No torch weights: ONNX Runtime runs the model (calling this module raises). The backend compares the
-        # sha256 with the file's own record here; --from-checkpoint makes that check against a real checkpoint.
-        ckpt = Checkpoint(model=torch.nn.Module(), arch=meta.get("arch", "?"), arch_kwargs=meta.get("arch_kwargs", {}),
-                          classes=list(meta.get("classes") or []), preprocess=spec, metrics={}, training={},
-                          sha256=meta.get("checkpoint_sha256", ""), path=path, meta=meta)
-    runtime = onnx_runtime_class(preferred_onnx_runtime(str(read_onnx_metadata(path).get("precision", "fp32"))))
-    backend = runtime(ckpt, onnx_path=str(path), threads=args.threads, device=str(device))
-    return Predictor(backend, ckpt.classes, ckpt.preprocess)
+    elif args.arch:
+        raise CheckpointError(f"--arch is for a bare state dict; {path} records its architecture")
+    artifact = read_artifact(path, ckpt)
+    if args.class_index and not args.from_checkpoint and read_class_index(args.class_index) != artifact.classes:
+        raise CheckpointError(f"{args.class_index}: class index disagrees with the classes recorded in {path}")
+    backend = open_backend(ckpt, artifact=path, device=device, threads=args.threads)
+    return Predictor(backend, artifact.classes, artifact.preprocess)
 
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
@@ -191,7 +174,7 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
     if args.from_checkpoint:
         raise CheckpointError("--from-checkpoint goes with an .onnx CHECKPOINT")
     ckpt = load_checkpoint(path, class_index=args.class_index, arch=args.arch)
-    return Predictor(TorchBackend(ckpt, device, use_channels_last(device)), ckpt.classes, ckpt.preprocess)
+    return Predictor(open_backend(ckpt, device=device, runtime="torch"), ckpt.classes, ckpt.preprocess)
 
 
 def format_text(results: list[dict[str, Any]]) -> str:
