@@ -89,7 +89,7 @@ def gated(monkeypatch) -> list[GatedBackend]:
         built.append(backend)
         return backend
 
-    monkeypatch.setattr(model_manager_module, "build_backend", build)
+    monkeypatch.setattr(model_manager_module, "open_configured_backend", build)
     yield built
     for backend in built:
         backend.release.set()

@@ -9,7 +9,7 @@ from helpers.checkpoints import make_checkpoint
 from helpers.images import image_bytes
 
 from models import PreprocessSpec, load_checkpoint, load_image_tensor
-from models.backends import TorchBackend, use_channels_last
+from models.backends import TorchBackend
 
 pytestmark = pytest.mark.cuda
 
@@ -50,11 +50,10 @@ def test_checkpoint_loads_onto_the_gpu_and_gives_the_cpu_outputs(checkpoint_file
 
 def test_the_service_backend_on_cuda_uses_channels_last_and_agrees(checkpoint_file):
     device = torch.device("cuda", 0)
-    assert use_channels_last(device)
     ckpt = load_checkpoint(checkpoint_file)
-    cpu = TorchBackend(ckpt, torch.device("cpu"), channels_last=False)
-    backend = TorchBackend(load_checkpoint(checkpoint_file, map_location=device), device, channels_last=True)
-    assert backend.device == "cuda:0"
+    cpu = TorchBackend(ckpt, torch.device("cpu"))
+    backend = TorchBackend(load_checkpoint(checkpoint_file, map_location=device), device)
+    assert backend.device == "cuda:0" and backend.channels_last and not cpu.channels_last
     x = batch_of_images(ckpt.preprocess)
     got, want = backend.predict(x), cpu.predict(x)
     assert got.device.type == "cpu" and got.dtype == torch.float32

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from training import config, evaluate, export, predict
+from cli import evaluate, export, predict
+from training import config
 from training.config import GROUPS, HELP, TrainConfig, build_parser, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ import torch
 from helpers.checkpoints import CLASSES, make_checkpoint
 from helpers.images import image_bytes
 
+from cli import predict
 from models import create_model, load_checkpoint, load_image_tensor, write_class_index
 from models.postprocess import top_k
-from training import predict
 
 
 @pytest.fixture

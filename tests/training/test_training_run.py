@@ -11,8 +11,9 @@ import pytest
 import torch
 from tinydata import CLASSES, TINY_ARGS
 
+from cli import evaluate, predict
 from models import load_checkpoint, load_image_tensor, read_class_index
-from training import evaluate, predict, train
+from training import train
 from training.config import parse_config
 from training.data import FASHION_MNIST_CLASSES
 

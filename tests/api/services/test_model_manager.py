@@ -8,21 +8,22 @@ import torch
 from app.core.config import Settings
 from app.core.errors import ServiceConfigError
 from app.core.metrics import ServiceMetrics
-from app.services.model_manager import ModelManager, requested_source, resolve_device
+from app.services.model_manager import ModelManager, service_device
+from app.services.model_source import requested_source
 from models import CheckpointError
 
 
 def test_auto_is_the_cpu_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == torch.device("cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
+    assert service_device("auto") == torch.device("cpu")
+    assert service_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
 def test_cuda_without_a_gpu_is_refused(monkeypatch, name):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ServiceConfigError) as info:
-        resolve_device(name)
+        service_device(name)
     assert str(info.value) == (f"RESNET_DEVICE={name} but CUDA is not available on this machine; "
                                "use RESNET_DEVICE=cpu or auto")
 
@@ -31,8 +32,8 @@ def test_cuda_index_beyond_the_visible_devices_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ServiceConfigError, match=r"RESNET_DEVICE=cuda:2 but only 1 CUDA device\(s\) exist"):
-        resolve_device("cuda:2")
-    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+        service_device("cuda:2")
+    assert service_device("cuda:0") == torch.device("cuda", 0)
 
 
 def test_load_uses_the_class_index_beside_the_checkpoint(checkpoint, tmp_path):
@@ -63,7 +64,7 @@ def test_a_model_that_cannot_run_fails_warm_up(checkpoint, monkeypatch):
         def predict(self, batch):
             raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(mm, "build_backend", lambda *a: Broken())
+    monkeypatch.setattr(mm, "open_configured_backend", lambda *a: Broken())
     manager = ModelManager(Settings(checkpoint=checkpoint, device="cpu"), ServiceMetrics())
     with pytest.raises(CheckpointError, match="warm-up forward pass failed: RuntimeError: mat1 and mat2"):
         manager.load()

@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers.waiting import wait_until
 
+from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, NotReadyError, QueueFullError
 from app.services.predictor import BatchingPredictor
 
@@ -42,8 +43,8 @@ class FailingBackend(FakeBackend):
         raise RuntimeError("boom")
 
 
-def _deadline(s: float = 30) -> float:
-    return time.monotonic() + s
+def _deadline(s: float = 30) -> Deadline:
+    return Deadline.after(s)
 
 
 @pytest.fixture
@@ -182,13 +183,13 @@ async def test_a_reservation_left_without_predicting_releases_the_wait(predictor
 
 
 async def test_a_reservation_predicts_once_and_timeouts_carry_the_configured_limit(predictor):
-    p = BatchingPredictor(8, 5, 8, request_timeout_s=7.5)
+    p = BatchingPredictor(8, 5, 8)
     p.start()
     try:
         gate = threading.Event()
         async with p.reserve() as slot:
             with pytest.raises(DeadlineExceededError) as exc:
-                await slot.predict(torch.zeros(1, 2, 2), FakeBackend(gate), _deadline(0.2))
+                await slot.predict(torch.zeros(1, 2, 2), FakeBackend(gate), Deadline(time.monotonic() + 0.2, 7.5))
             assert exc.value.timeout_s == 7.5
             with pytest.raises(RuntimeError, match="once"):
                 await slot.predict(torch.zeros(1, 2, 2), FakeBackend(), _deadline())
