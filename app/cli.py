@@ -43,10 +43,12 @@ def preflight(settings: Settings) -> str:
 
 
 def serve_workers(settings: Settings, config_kwargs: dict[str, Any]) -> int:
-    """Several workers that behave as one server: shared metrics, one model (app/workers/cluster.py)."""
+    """Several workers that behave as one server: shared metrics, one model (app/workers/). uvicorn starts each
+    worker from an import string, so a worker reads its settings (the flags included) and the run directory from
+    the environment it inherits: the one channel to a spawned worker."""
     from uvicorn import Config
 
-    from app.services.model_manager import configured_source
+    from app.services.model_source import configured_source
     from app.workers.cluster import source_to_json
     from app.workers.rundir import RunDir
     from app.workers.supervisor import serve_workers as supervise
@@ -58,14 +60,19 @@ def serve_workers(settings: Settings, config_kwargs: dict[str, Any]) -> int:
         print(f"resnet-serve: startup failed: {e}", file=sys.stderr)
         return 1
     run = RunDir.create()
+    inherited = {**run.environ(), **_flag_settings(settings)}
     try:
         run.commit(0, source_to_json(configured_source(settings)), sha256)
-        os.environ.update(run.environ())  # read by the workers, which inherit this environment
+        os.environ.update(inherited)
         return supervise(Config("app.main:create_app", factory=True, **config_kwargs), run)
     finally:
-        for name in run.environ():
+        for name in inherited:
             os.environ.pop(name, None)
         run.remove()
+
+
+def _flag_settings(settings: Settings) -> dict[str, str]:
+    return {"RESNET_HOST": settings.host, "RESNET_PORT": str(settings.port), "RESNET_WORKERS": str(settings.workers)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print("resnet-serve: --workers must be at least 1", file=sys.stderr)
         return 2
 
-    # Each worker reads its settings again from the environment; the flags reach them through it.
-    os.environ.update(RESNET_HOST=args.host, RESNET_PORT=str(args.port), RESNET_WORKERS=str(args.workers))
+    settings = settings.model_copy(update={"host": args.host, "port": args.port, "workers": args.workers})
     config = {"host": args.host, "port": args.port, "workers": args.workers, "log_level": settings.log_level,
               "access_log": False, "lifespan": "on", "timeout_graceful_shutdown": settings.request_timeout_s}
     if args.workers > 1:
@@ -88,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    uvicorn.run("app.main:create_app", factory=True, **config)
+    from app.main import create_app
+
+    uvicorn.run(create_app(settings), **config)
     return 0
 
 

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import NoReturn
 
 import torch
@@ -68,6 +69,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(predictor.stop)  # finishes what is queued first
         pool.close()
         log.info("stopped")
+
+
+def failing_lifespan(message: str) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A lifespan that fails at once with `message` (an app built from invalid settings)."""
+
+    @contextlib.asynccontextmanager
+    async def fail(app: FastAPI) -> AsyncIterator[None]:
+        _fail(app, message)
+        yield
+
+    return fail
 
 
 def _install_sighup(manager: ModelManager) -> bool:

@@ -7,8 +7,6 @@ lifespan starts (app/lifespan.py).
 
 from __future__ import annotations
 
-import sys
-
 from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.middleware.cors import CORSMiddleware
@@ -23,7 +21,7 @@ from app.core.admission import Admission
 from app.core.config import Settings, get_settings, settings_error_line
 from app.core.metrics import ServiceMetrics
 from app.core.openapi import install_openapi
-from app.lifespan import lifespan
+from app.lifespan import failing_lifespan, lifespan
 
 DESCRIPTION = """Image classification with a ResNet checkpoint, with dynamic batching.
 
@@ -32,8 +30,13 @@ send the key in the `X-API-Key` header to the predict, batch, feature-map and re
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app for `settings` (default: the environment's; invalid ones exit with one line)."""
-    settings = settings if settings is not None else settings_or_exit()
+    """Build the app for `settings` (default: the environment's; with invalid ones, an app whose startup fails with
+    one line, as for any other startup failure)."""
+    if settings is None:
+        try:
+            settings = get_settings()
+        except ValidationError as e:
+            return failed_app(settings_error_line(e))
     app = FastAPI(title="ResNet inference service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.settings = settings
@@ -56,13 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def settings_or_exit() -> Settings:
-    """The environment's settings; invalid ones end the process with one line (no traceback)."""
-    try:
-        return get_settings()
-    except ValidationError as e:
-        print(f"startup failed: {settings_error_line(e)}", file=sys.stderr)
-        raise SystemExit(1) from None
+def failed_app(message: str) -> FastAPI:
+    """An app that refuses to start, logging `startup failed: message` once (uvicorn then exits non-zero)."""
+    app = FastAPI(lifespan=failing_lifespan(message), docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.startup_error = message
+    app.add_middleware(QuietStartupFailureMiddleware, state=app.state)
+    return app
 
 
 def __getattr__(name: str) -> FastAPI:

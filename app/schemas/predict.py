@@ -3,6 +3,7 @@
 from pydantic import BaseModel, Field
 
 from app.schemas.errors import ErrorBody
+from app.schemas.model import Runtime
 
 
 class Prediction(BaseModel):
@@ -14,7 +15,7 @@ class Prediction(BaseModel):
 class ModelRef(BaseModel):
     arch: str = Field(description="Registry name of the architecture.", examples=["resnet50"])
     checkpoint_sha256: str = Field(description="SHA-256 of the checkpoint file that answered.")
-    backend: str = Field(description="Inference backend: `torch` or `onnxruntime`.")
+    backend: Runtime = Field(description="The runtime that ran the model.")
     device: str = Field(description="Device the model runs on, e.g. `cpu` or `cuda:0`.")
 
 
