@@ -114,7 +114,8 @@ def score(paths: dict[str, Path], precision: str, runtime: str, evaluation: Data
     """The fp32 and the `precision` artifact on `runtime`, on the same held-out images."""
     tops = {}
     for name in ("fp32", precision):
-        backend = open_backend(artifact=paths[name], runtime=runtime, device="cpu", threads=args.threads)
+        backend = open_backend(artifact=paths[name], runtime=runtime, device="cpu", threads=args.threads,
+                               scoring=True)
         tops[name], labels = predictions(backend, evaluation, args.batch_size)
     return compare(tops["fp32"], tops[precision], labels)
 

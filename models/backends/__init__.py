@@ -56,12 +56,15 @@ def resolve_runtime(requested: str, device: torch.device, precision: str | None)
 
 
 def open_backend(checkpoint: Checkpoint | None = None, *, artifact: str | Path | None = None,
-                 device: torch.device | str = "auto", runtime: str = "auto", threads: int = 0) -> InferenceBackend:
+                 device: torch.device | str = "auto", runtime: str = "auto", threads: int = 0,
+                 scoring: bool = False) -> InferenceBackend:
     """Open the runtime for `checkpoint` (exported to ONNX at open for an ONNX runtime) or for the `artifact` file
     written by `resnet-export` (from `checkpoint`, when both are given: checked by sha256).
 
     An artifact is run as given or refused (`RuntimeUnavailableError`, `CheckpointError`), never replaced by another
-    runtime; only `auto` for a bare checkpoint falls back to torch when ONNX Runtime cannot start.
+    runtime; only `auto` for a bare checkpoint falls back to torch when ONNX Runtime cannot start. A low-precision
+    artifact with no accuracy record for the chosen runtime is logged as unchecked, unless it is being `scoring`
+    (by `resnet-export`, which records it).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     precision = _artifact_precision(artifact)
@@ -79,7 +82,8 @@ def open_backend(checkpoint: Checkpoint | None = None, *, artifact: str | Path |
             raise
         log.warning("%s unavailable, falling back to torch: %s", chosen, e)
         return TorchBackend(checkpoint, device)
-    _warn_unchecked(backend)
+    if not scoring:
+        _warn_unchecked(backend)
     return backend
 
 
