@@ -148,10 +148,10 @@ def reference_times(ckpt_path: Path, backend: str, data: bytes, threads: int) ->
     x = models.load_image_tensor(data, ckpt.preprocess)[None]
     torch.set_num_threads(threads)
     if backend == "onnxruntime":
-        from models.backends.onnx_backend import OnnxRuntimeBackend
+        from models.backends import open_backend
 
-        predict = OnnxRuntimeBackend(ckpt, onnx_path=str(onnx_path_for(ckpt_path)), threads=threads,
-                                     device="cpu").predict
+        predict = open_backend(ckpt, artifact=onnx_path_for(ckpt_path), runtime="onnxruntime", device="cpu",
+                               threads=threads).predict
     else:
         def predict(x):
             with torch.inference_mode():

@@ -44,20 +44,23 @@ def torch_runner(model: torch.nn.Module, mode: str):
 
 
 def ort_runner(ckpt, onnx_path: Path, threads: int, spinning: bool):
+    # The spinning knob is a measurement of ONNX Runtime itself, not a serving choice: built directly, not through
+    # models.backends.open_backend (which serves with spinning off).
+    from models.backends.artifact import read_artifact
     from models.backends.onnx_backend import OnnxRuntimeBackend
 
-    backend = OnnxRuntimeBackend(ckpt, onnx_path=str(onnx_path), threads=threads, device="cpu",
+    backend = OnnxRuntimeBackend(read_artifact(onnx_path, ckpt), threads=threads, device="cpu",
                                  allow_spinning=spinning)
     return backend.predict
 
 
 def artifact_runner(ckpt, ckpt_path: Path, mode: str, threads: int):
     """`onnxruntime_int8`, `openvino`, `openvino_bf16`, `openvino_int8`: the service's backend on that artifact."""
-    from models.backends import onnx_runtime_class
+    from models.backends import open_backend
 
     runtime, _, precision = mode.partition("_")
     path = artifact_path_for(ckpt_path, precision or "fp32")
-    return onnx_runtime_class(runtime)(ckpt, onnx_path=str(path), threads=threads, device="cpu").predict
+    return open_backend(ckpt, artifact=path, runtime=runtime, device="cpu", threads=threads).predict
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,10 +31,10 @@ def make_backend(name: str, ckpt_path, threads: int, cache: dict):
         return cache[key]
     ckpt = models.load_checkpoint(ckpt_path)
     if name == "onnxruntime":
-        from models.backends.onnx_backend import OnnxRuntimeBackend
+        from models.backends import open_backend
 
-        predict = OnnxRuntimeBackend(ckpt, onnx_path=str(onnx_path_for(ckpt_path)), threads=threads,
-                                     device="cpu").predict
+        predict = open_backend(ckpt, artifact=onnx_path_for(ckpt_path), runtime="onnxruntime", device="cpu",
+                               threads=threads).predict
     else:
         model = ckpt.model.eval()
         cl = name == "torch_cl"

@@ -53,9 +53,9 @@ def nncf_int8(fp32: bytes, batches: list[np.ndarray]) -> bytes:
 
 
 def backend(ckpt, path: Path, runtime: str, threads: int):
-    from models.backends import onnx_runtime_class
+    from models.backends import open_backend
 
-    return onnx_runtime_class(runtime)(ckpt, onnx_path=str(path), threads=threads, device="cpu")
+    return open_backend(ckpt, artifact=path, runtime=runtime, device="cpu", threads=threads, scoring=True)
 
 
 def artifacts(ckpt, fp32_path: Path, batches: list[np.ndarray], tmp: Path) -> dict[str, Path]:
