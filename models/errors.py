@@ -25,3 +25,8 @@ class UnsupportedImageTypeError(ImageError):
 
 class ImageTooLargeError(ImageError):
     """The image is larger than the configured byte or pixel limit."""
+
+
+class ConfigError(ResNetServiceError):
+    """A command-line flag or setting that cannot be honoured (a bad value, a file that does not fit, a missing
+    optional package)."""
