@@ -50,7 +50,8 @@ class TrainConfig:
                      "resnext50_32x4d (docs/MODELS.md)")
     small_input: bool | None = flag("model", None, "small-input stem (3x3 conv, no max-pool), true or false "
                                     "(default: auto, on for images <= 64 px)")
-    widths: list[int] = flag("model", [], "channels of each stage, e.g. 32 64 128 (default: the architecture's own)")
+    widths: list[int] = flag(  # noqa: RUF009 (`flag` makes a list default a default_factory)
+        "model", [], "channels of each stage, e.g. 32 64 128 (default: the architecture's own)")
     zero_init_residual: bool = flag("model", False, "start the last BatchNorm of each residual block at zero, so "
                                     "each block begins as identity")
     shortcut: str = flag("model", "default", "shortcut of the CIFAR ResNets where the shape changes: A = "
@@ -82,8 +83,9 @@ class TrainConfig:
                                 "(fractions allowed)")
     min_lr_ratio: float = flag("optimisation", 0.0, "final learning rate of the cosine schedule, as a fraction of "
                                "the peak")
-    step_milestones: list[int] = flag("optimisation", [15, 25], "epochs at which --schedule step multiplies the "
-                                      "learning rate by --step-gamma (default: 15 25)")
+    step_milestones: list[int] = flag(  # noqa: RUF009 (a default_factory, as for widths)
+        "optimisation", [15, 25], "epochs at which --schedule step multiplies the learning rate by --step-gamma "
+        "(default: 15 25)")
     step_gamma: float = flag("optimisation", 0.1, "factor applied at each --step-milestones epoch (--schedule step)")
     grad_clip: float = flag("optimisation", 0.0, "clip the global L2 norm of the gradients to this; 0 = off")
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from models.errors import ImageError
+from models.errors import ImageError, ResNetServiceError
 from models.preprocess import (
     PreprocessSpec,
     convert_mode,
@@ -38,7 +38,7 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-class DataError(ValueError):
+class DataError(ResNetServiceError, ValueError):
     """The dataset on disk cannot be trained on (missing split, empty class, ...)."""
 
 

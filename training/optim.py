@@ -45,7 +45,9 @@ def load_pretrained(model: nn.Module, path: str) -> None:
         raise ConfigError(f"--pretrained {path}: does not fit the model: {' '.join(str(e).split())[:500]}") from None
     bad = [k for k in missing if not k.startswith(head)]
     if bad or unexpected:
-        raise ConfigError(f"--pretrained {path}: does not fit the model (missing {bad[:5]}, unexpected {unexpected[:5]})")
+        raise ConfigError(
+            f"--pretrained {path}: does not fit the model (missing {bad[:5]}, unexpected {unexpected[:5]})"
+        )
 
 
 def freeze_backbone(model: nn.Module) -> None:

@@ -39,33 +39,34 @@ def test_class_order_is_sorted_folder_names(image_folder):
     assert data.spec.crop == 32
 
 
-def train_refuses(root: Path, tmp_path: Path, *needles: str) -> None:
+def train_refuses(root: Path, tmp_path: Path, capsys, *needles: str) -> None:
     """`resnet-train` stops with a message naming the problem, before writing anything."""
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
         train_main(["--data", str(root), "--out", str(out), "--epochs", "1", *TINY_ARGS])
-    message = str(exc.value.code)
+    assert exc.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]  # one line
     assert message.startswith("resnet-train: error:")
     for needle in needles:
         assert needle in message
     assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
 
 
-def test_class_missing_from_val_is_a_clear_error(image_folder, tmp_path):
+def test_class_missing_from_val_is_a_clear_error(image_folder, tmp_path, capsys):
     root = image_folder()
     shutil.rmtree(root / "val" / "green")
     with pytest.raises(DataError, match=r"missing.*green"):
         build(root)
-    train_refuses(root, tmp_path, "green", "missing")
+    train_refuses(root, tmp_path, capsys, "green", "missing")
 
 
-def test_empty_class_folder_is_a_clear_error(image_folder, tmp_path):
+def test_empty_class_folder_is_a_clear_error(image_folder, tmp_path, capsys):
     root = image_folder()
     for f in (root / "train" / "red").iterdir():
         f.unlink()
     with pytest.raises(DataError, match="no images"):
         build(root)
-    train_refuses(root, tmp_path, str(root / "train" / "red"), "no images")
+    train_refuses(root, tmp_path, capsys, str(root / "train" / "red"), "no images")
 
 
 def test_val_class_unknown_to_train_is_an_error(image_folder):
