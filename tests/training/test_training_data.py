@@ -15,6 +15,8 @@ from training.data import (
     FASHION_MNIST_CLASSES,
     DataError,
     build_data,
+    fashion_mnist_spec,
+    fashion_mnist_split,
     load_fashion_mnist,
     read_idx,
 )
@@ -139,6 +141,21 @@ def test_fashion_mnist_validates_on_held_out_training_images_and_keeps_the_test_
     assert data.val_source.startswith("train (stratified 0.1") and data.test_name == "fashion-mnist test split"
     other = build_data(str(tiny_fashion_dir), fashion_dir="", image_size=0, resize=0, val_fraction=0.1, seed=1)
     assert not torch.equal(other.val.y, data.val.y) or not torch.equal(other.val.x, data.val.x)  # seeded
+
+
+def test_the_fashion_mnist_splits_are_one_function_that_training_and_evaluation_share(tiny_fashion_dir):
+    data = build_data(str(tiny_fashion_dir), fashion_dir="", image_size=0, resize=0, val_fraction=0.1, seed=0)
+    spec = fashion_mnist_spec()
+    val = fashion_mnist_split(tiny_fashion_dir, "val", spec, holdout=0.1, seed=0)
+    train = fashion_mnist_split(tiny_fashion_dir, "train", holdout=0.1, seed=0)
+    test = fashion_mnist_split(tiny_fashion_dir, "test", spec)
+    assert torch.equal(val.dataset.x, data.val.x) and torch.equal(val.dataset.y, data.val.y)
+    assert sorted([*train.indices, *val.indices]) == list(range(60))  # a partition of the training file
+    assert list(test.indices) == list(range(30)) and len(test.dataset) == 30
+    assert val.name == "fashion-mnist validation split (0.1 of train, seed 0)"
+    assert (train.name, test.name) == ("fashion-mnist train split", "fashion-mnist test split")
+    as_calibration = fashion_mnist_split(tiny_fashion_dir, "train", spec, holdout=0.1, seed=0)
+    assert len(as_calibration.dataset) == 50 and as_calibration.dataset[0][0].dtype == torch.float32
 
 
 def test_image_folder_with_a_test_split_keeps_it_for_the_end(image_folder):
