@@ -74,13 +74,7 @@ def train_one_epoch(model: nn.Module, criterion: Criterion, optimizer: torch.opt
         with autocast(cfg, device):
             logits = model(x)
             loss = criterion(logits, target, x)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model_without_ddp.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, optimizer, scaler, model_without_ddp, cfg.grad_clip)
         if model_ema is not None:
             model_ema.update(model_without_ddp)
         lr_scheduler.step += 1
@@ -99,6 +93,18 @@ def train_one_epoch(model: nn.Module, criterion: Criterion, optimizer: torch.opt
         distributed.broadcast_from_main(model_ema.module)
     n = max(1.0, tr[2].item())
     return {"train_loss": tr[0].item() / n, "train_acc": tr[1].item() / n, "images_per_s": tr[2].item() / train_time}
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   model: nn.Module, grad_clip: float) -> None:
+    """Backward (loss-scaled under fp16), gradient clipping to `grad_clip` (0 = off), one optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:

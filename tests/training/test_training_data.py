@@ -41,17 +41,22 @@ def test_class_order_is_sorted_folder_names(image_folder):
     assert data.spec.crop == 32
 
 
-def train_refuses(root: Path, tmp_path: Path, capsys, *needles: str) -> None:
+def train_refuses(root: Path, tmp_path: Path, capsys, *needles: str, extra: tuple[str, ...] = ()) -> None:
     """`resnet-train` stops with a message naming the problem, before writing anything."""
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        train_main(["--data", str(root), "--out", str(out), "--epochs", "1", *TINY_ARGS])
+        train_main(["--data", str(root), "--out", str(out), "--epochs", "1", *TINY_ARGS, *extra])
     assert exc.value.code == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]  # one line
     assert message.startswith("resnet-train: error:")
     for needle in needles:
         assert needle in message
     assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line_and_exit_1(image_folder, tmp_path, capsys):
+    train_refuses(image_folder(), tmp_path, capsys, "--device cuda: CUDA is not available", extra=("--device", "cuda"))
 
 
 def test_class_missing_from_val_is_a_clear_error(image_folder, tmp_path, capsys):
