@@ -1,12 +1,12 @@
 """`resnet-train`: the training worker, told top to bottom in `run` (torchvision's reference `main(args)`).
 
-`run` builds each object in the order it is needed (data, model, loaders, lr schedule, optimiser, EMA, scaler,
-loss), restores them from `last.pt` with `--resume`, then per epoch calls `train_one_epoch` and `evaluate` and
+`run` builds each object in the order it is needed (data, model, EMA, scaler, loss, loaders, lr schedule,
+optimiser), restores them from `last.pt` with `--resume`, then per epoch calls `train_one_epoch` and `evaluate` and
 writes the epoch's files; the test split is evaluated once, at the end. Runs as one process or under
 `torchrun --nproc_per_node N` (DDP) with no change. Writes, in `--out`: `last.pt` (every epoch, with resume
 state), `best.pt` (best validation top-1), `model.pt` (final weights), `class_indices.json`, `metrics.jsonl`, PNG
-plots and, with `--tensorboard DIR`, TensorBoard events (`training.outputs`). Every file loads with
-`torch.load(weights_only=True)`; checkpoint I/O is `models.checkpoint`'s.
+plots and, with `--tensorboard DIR`, TensorBoard events (`training.outputs`). Every checkpoint loads with
+`weights_only=True`; checkpoint I/O is `models.checkpoint`'s.
 """
 
 from __future__ import annotations
