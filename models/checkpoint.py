@@ -1,19 +1,13 @@
 """The checkpoint: the contract between training/ and app/ (see shared/DESIGN.md).
 
-One `torch.save` file of tensors and plain Python values only, loaded with `weights_only=True`,
-plus `class_indices.json` beside it. Unpickling arbitrary objects is never allowed.
+One `torch.save` file of tensors and plain Python values only, loaded with `weights_only=True`
+(`models.torch_file`, the one caller of `torch.load`), plus `class_indices.json` beside it
+(`models.class_index`). Unpickling arbitrary objects is never allowed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import pickle
-import pickletools
-import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.atomic import atomic_torch_save, atomic_write_bytes
+from models.atomic import atomic_torch_save
+from models.class_index import CLASS_INDEX_NAME, class_index_path, read_class_index, write_class_index
 from models.errors import CheckpointError
 from models.preprocess import PreprocessSpec
 from models.registry import create_model, default_preprocess, list_models
+from models.torch_file import read_torch_file
 
 FORMAT_NAME = "resnet-checkpoint"
 FORMAT_VERSION = 1
 FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
-CLASS_INDEX_NAME = "class_indices.json"
 
 PathLike = str | os.PathLike[str]
 
@@ -68,38 +63,6 @@ def to_plain(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
         return obj.item()
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint (plain values and tensors only)")
-
-
-def class_index_path(checkpoint_path: PathLike) -> Path:
-    return Path(checkpoint_path).with_name(CLASS_INDEX_NAME)
-
-
-def write_class_index(path: PathLike, classes: Sequence[str]) -> Path:
-    """Write `{"0": "name", ...}` atomically."""
-    data = json.dumps({str(i): c for i, c in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n"
-    return atomic_write_bytes(path, data.encode())
-
-
-def read_class_index(path: PathLike) -> list[str]:
-    """Read a `{"0": "name", ...}` file; keys must be exactly 0..N-1."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: class index file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not a readable JSON class index ({e})") from None
-    if isinstance(raw, list) and all(isinstance(c, str) for c in raw):
-        return list(raw)
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-        raise CheckpointError(f'{path}: a class index must map "0".."N-1" to class names')
-    try:
-        by_index = {int(k): v for k, v in raw.items()}
-    except ValueError:
-        raise CheckpointError(f"{path}: class index keys must be integers") from None
-    if sorted(by_index) != list(range(len(raw))):
-        raise CheckpointError(f"{path}: class index keys must be 0..{len(raw) - 1} with no gaps")
-    return [by_index[i] for i in range(len(raw))]
 
 
 def save_checkpoint(
@@ -141,7 +104,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     For `--pretrained` and for importing tutorial-style `.pth` files; `CheckpointError` names the problem.
     """
     path = Path(path)
-    obj, _ = _read(path)
+    obj, _ = read_torch_file(path)
     state = _unwrap_bare(obj)
     if state is None and isinstance(obj, Mapping) and _is_state_dict(obj.get("state_dict")):
         state = dict(obj["state_dict"])
@@ -153,7 +116,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 def read_training_state(path: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """A `last.pt`'s stored training config and its resume state (model, optimizer, RNG, history, ...)."""
     path = Path(path)
-    obj, _ = _read(path)
+    obj, _ = read_torch_file(path)
     if not isinstance(obj, Mapping) or not isinstance(obj.get("resume"), Mapping):
         raise CheckpointError(f"{path}: holds no resume state (only last.pt written by resnet-train does)")
     config = (obj.get("training") or {}).get("config")
@@ -168,7 +131,7 @@ def publish_checkpoint(src: PathLike, dst: PathLike, *, metrics: Mapping[str, An
 
     Without `keep_resume` the resume state is dropped: what remains is the file the service loads.
     """
-    obj, _ = _read(Path(src))
+    obj, _ = read_torch_file(Path(src))
     if not isinstance(obj, Mapping) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{src}: not a {FORMAT_NAME} file")
     obj = dict(obj)
@@ -177,83 +140,6 @@ def publish_checkpoint(src: PathLike, dst: PathLike, *, metrics: Mapping[str, An
     if not keep_resume:
         obj.pop("resume", None)
     return atomic_torch_save(obj, dst)
-
-
-def _read(path: Path) -> tuple[Any, str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint file not found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        with warnings.catch_warnings():  # a plain pickle's protocol: we say what is wrong below
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), sha
-    except pickle.UnpicklingError:
-        # torch raises the same error for random bytes and for a pickle that asks for code: tell them apart
-        # by parsing the pickle's opcodes ourselves (pickletools only reads them, it never imports or calls).
-        names = _pickle_imports(data)
-        if names is None:
-            raise CheckpointError(
-                f"{path}: not a PyTorch checkpoint: neither a torch.save archive nor a pickle (garbage bytes?)"
-            ) from None
-        allowed = _allowed_globals()
-        unsafe = [n for n in names if n not in allowed]
-        if not unsafe:  # e.g. pickle.dumps of plain values: harmless, but not what torch.save writes
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint: a pickle that torch.save did not write") from None
-        raise CheckpointError(
-            f"{path}: refused to load unsafe content: the pickle holds objects other than tensors and plain "
-            f"values (it would import {', '.join(unsafe)}); checkpoints are loaded with weights_only=True"
-        ) from None
-    except Exception as e:  # truncated zip, wrong magic number, a pickle that ends early ...
-        detail = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300].removesuffix(": ")
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {detail})") from None
-
-
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
-
-
-def _allowed_globals() -> set[str]:
-    """Names torch's weights-only unpickler accepts (so that only the offending ones are reported)."""
-    try:
-        from torch import _weights_only_unpickler as wo
-
-        return set(wo._get_allowed_globals()) | set(wo._get_user_allowed_globals())
-    except Exception:  # private API: without it every name is reported
-        return set()
-
-
-def _pickle_imports(data: bytes) -> list[str] | None:
-    """Globals a pickle (or a torch.save archive's data.pkl) names, or None when `data` is not a pickle at all."""
-    stream = data
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                if name is None:
-                    return None
-                stream = archive.read(name)
-        except (zipfile.BadZipFile, OSError, RuntimeError):
-            return None
-    imports: list[str] = []
-    strings: list[str] = []
-    try:
-        for opcode, arg, _ in pickletools.genops(stream):
-            if opcode.name in _STRING_OPS:
-                strings.append(str(arg))
-            elif opcode.name in ("GLOBAL", "INST"):
-                imports.append(str(arg).replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL":
-                imports.append(".".join(strings[-2:]) if len(strings) >= 2 else "a global")
-            elif opcode.name == "STOP":
-                return sorted(set(imports))
-    except Exception:  # unknown opcode, truncated argument ...: not a pickle
-        return None
-    return None
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -341,62 +227,90 @@ def load_checkpoint(
     Raises `CheckpointError` naming the file and the problem; never unpickles arbitrary objects.
     """
     path = Path(path)
-    obj, sha = _read(path)
+    obj, sha = read_torch_file(path)
     bare = _unwrap_bare(obj)
     if bare is not None:
-        if arch is None or class_index is None:
-            raise CheckpointError(f"{path}: a bare state dict needs an architecture and a class index file "
-                                  "(resnet-serve: RESNET_ARCH and RESNET_CLASS_INDEX; the tools: --arch and "
-                                  "--class-index)")
-        classes = read_class_index(class_index)
-        _check_head(path, bare, classes, class_index)
-        kwargs = {**dict(arch_kwargs or {}), "num_classes": len(classes)}
-        meta: dict[str, Any] = {"format": "torchvision-state-dict"}
-        model = _build(path, arch, kwargs, bare)
-        spec = _bare_preprocess(path, arch, kwargs, preprocess)
-        metrics: dict[str, Any] = {}
-        training: dict[str, Any] = {}
+        ckpt = _from_state_dict(path, sha, bare, arch, arch_kwargs, class_index, preprocess)
     else:
-        if not isinstance(obj, Mapping) or "format" not in obj:
-            raise CheckpointError(f"{path}: not a {FORMAT_NAME} file (no 'format' key) and not a state dict")
-        fmt = str(obj["format"])
-        if fmt != FORMAT:
-            raise CheckpointError(f"{path}: unsupported checkpoint format {fmt!r}; this version reads {FORMAT!r}")
-        missing = [k for k in ("arch", "arch_kwargs", "state_dict", "classes", "preprocess") if k not in obj]
-        if missing:
-            raise CheckpointError(f"{path}: checkpoint lacks {missing}")
-        if not isinstance(obj["arch"], str) or not isinstance(obj["arch_kwargs"], Mapping):
-            raise CheckpointError(f"{path}: 'arch' must be a name and 'arch_kwargs' a mapping")
-        if not isinstance(obj["classes"], list) or not all(isinstance(c, str) for c in obj["classes"]):
-            raise CheckpointError(f"{path}: 'classes' must be a list of class names")
-        if arch is not None and arch != obj["arch"]:
-            raise CheckpointError(f"{path}: a {obj['arch']} checkpoint, not {arch} (it says its own architecture; "
-                                  "an architecture is only needed for a bare state dict)")
-        arch, kwargs, classes = obj["arch"], dict(obj["arch_kwargs"]), list(obj["classes"])
-        meta = {k: v for k, v in obj.items() if k not in ("state_dict", "resume")}
-        model = _build(path, arch, kwargs, obj["state_dict"])
-        try:
-            spec = PreprocessSpec.from_dict(obj["preprocess"])
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: bad preprocess entry: {e}") from None
-        metrics, training = obj.get("metrics") or {}, obj.get("training") or {}
-        if not isinstance(metrics, Mapping) or not isinstance(training, Mapping):
-            raise CheckpointError(f"{path}: 'metrics' and 'training' must be mappings")
-        metrics, training = dict(metrics), dict(training)
-        if class_index is not None:
-            index_classes = read_class_index(class_index)
-            if index_classes != classes:
-                diff = next(
-                    (i for i, (a, b) in enumerate(zip(index_classes, classes, strict=False)) if a != b),
-                    min(len(index_classes), len(classes)),
-                )
-                raise CheckpointError(
-                    f"{class_index}: class index disagrees with checkpoint {path}: {len(index_classes)} vs "
-                    f"{len(classes)} classes, first difference at index {diff}"
-                )
-    outputs = _num_outputs(model)
-    if outputs is not None and outputs != len(classes):
-        raise CheckpointError(f"{path}: the final layer has {outputs} outputs but there are {len(classes)} classes")
-    model.to(map_location)
-    return Checkpoint(model=model, arch=arch, arch_kwargs=kwargs, classes=classes, preprocess=spec,
-                      metrics=metrics, training=training, sha256=sha, path=path, meta=meta)
+        ckpt = _from_checkpoint_file(path, sha, obj, arch, class_index)
+    outputs = _num_outputs(ckpt.model)
+    if outputs is not None and outputs != len(ckpt.classes):
+        raise CheckpointError(f"{path}: the final layer has {outputs} outputs but there are {len(ckpt.classes)} "
+                              "classes")
+    ckpt.model.to(map_location)
+    return ckpt
+
+
+def _from_state_dict(path: Path, sha256: str, state: dict[str, torch.Tensor], arch: str | None,
+                     arch_kwargs: Mapping[str, Any] | None, class_index: PathLike | None,
+                     preprocess: PreprocessSpec | Mapping[str, Any] | None) -> Checkpoint:
+    """A bare state dict: the architecture and the class names come from the caller."""
+    if arch is None or class_index is None:
+        raise CheckpointError(f"{path}: a bare state dict needs an architecture and a class index file "
+                              "(resnet-serve: RESNET_ARCH and RESNET_CLASS_INDEX; the tools: --arch and "
+                              "--class-index)")
+    classes = read_class_index(class_index)
+    _check_head(path, state, classes, class_index)
+    kwargs = {**dict(arch_kwargs or {}), "num_classes": len(classes)}
+    model = _build(path, arch, kwargs, state)
+    return Checkpoint(model=model, arch=arch, arch_kwargs=kwargs, classes=classes,
+                      preprocess=_bare_preprocess(path, arch, kwargs, preprocess), metrics={}, training={},
+                      sha256=sha256, path=path, meta={"format": "torchvision-state-dict"})
+
+
+def _from_checkpoint_file(path: Path, sha256: str, obj: Any, arch: str | None,
+                          class_index: PathLike | None) -> Checkpoint:
+    """A `resnet-checkpoint/1` file: it says its own architecture, classes and preprocessing."""
+    _check_entries(path, obj, arch)
+    kwargs, classes = dict(obj["arch_kwargs"]), list(obj["classes"])
+    model = _build(path, obj["arch"], kwargs, obj["state_dict"])
+    try:
+        spec = PreprocessSpec.from_dict(obj["preprocess"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad preprocess entry: {e}") from None
+    metrics, training = obj.get("metrics") or {}, obj.get("training") or {}
+    if not isinstance(metrics, Mapping) or not isinstance(training, Mapping):
+        raise CheckpointError(f"{path}: 'metrics' and 'training' must be mappings")
+    if class_index is not None:
+        _check_class_index(path, class_index, classes)
+    meta = {k: v for k, v in obj.items() if k not in ("state_dict", "resume")}
+    return Checkpoint(model=model, arch=obj["arch"], arch_kwargs=kwargs, classes=classes, preprocess=spec,
+                      metrics=dict(metrics), training=dict(training), sha256=sha256, path=path, meta=meta)
+
+
+def _check_entries(path: Path, obj: Any, arch: str | None) -> None:
+    """The format, the required keys and their types; `arch`, when given, must be the file's own."""
+    if not isinstance(obj, Mapping) or "format" not in obj:
+        raise CheckpointError(f"{path}: not a {FORMAT_NAME} file (no 'format' key) and not a state dict")
+    fmt = str(obj["format"])
+    if fmt != FORMAT:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {fmt!r}; this version reads {FORMAT!r}")
+    missing = [k for k in ("arch", "arch_kwargs", "state_dict", "classes", "preprocess") if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    if not isinstance(obj["arch"], str) or not isinstance(obj["arch_kwargs"], Mapping):
+        raise CheckpointError(f"{path}: 'arch' must be a name and 'arch_kwargs' a mapping")
+    if not isinstance(obj["classes"], list) or not all(isinstance(c, str) for c in obj["classes"]):
+        raise CheckpointError(f"{path}: 'classes' must be a list of class names")
+    if arch is not None and arch != obj["arch"]:
+        raise CheckpointError(f"{path}: a {obj['arch']} checkpoint, not {arch} (it says its own architecture; "
+                              "an architecture is only needed for a bare state dict)")
+
+
+def _check_class_index(path: Path, class_index: PathLike, classes: list[str]) -> None:
+    """A class index given beside a checkpoint must list the checkpoint's classes, in order."""
+    index_classes = read_class_index(class_index)
+    if index_classes != classes:
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(index_classes, classes, strict=False)) if a != b),
+            min(len(index_classes), len(classes)),
+        )
+        raise CheckpointError(
+            f"{class_index}: class index disagrees with checkpoint {path}: {len(index_classes)} vs "
+            f"{len(classes)} classes, first difference at index {diff}"
+        )
+
+
+__all__ = ["CLASS_INDEX_NAME", "FORMAT", "FORMAT_NAME", "FORMAT_VERSION", "Checkpoint", "class_index_path",
+           "load_checkpoint", "publish_checkpoint", "read_class_index", "read_state_dict", "read_training_state",
+           "save_checkpoint", "state_dict_misfit", "to_plain", "write_class_index"]

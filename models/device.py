@@ -1,9 +1,9 @@
 """Device names (`auto`, `cpu`, `cuda`, `cuda:N`) to a `torch.device`: the one definition.
 
 Callers: the service (`RESNET_DEVICE`, app/services/model_manager.py and its settings check), the training
-worker (`--device`, training/distributed.py, which passes its local rank), `resnet-eval` and `resnet-predict`,
-and the ONNX Runtime backend (which maps the result to execution providers). Each caller turns `DeviceError`
-into its own message (a setting name, a flag).
+worker (`--device`, training/distributed.py's `rank_device`, which passes its local rank), `resnet-eval` and
+`resnet-predict`, and the ONNX Runtime backend (which maps the result to execution providers). Each caller turns
+`DeviceError` (a `ResNetServiceError`) into its own message (a setting name, a flag).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import re
 
 import torch
 
+from models.errors import ResNetServiceError
+
 DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
 _PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
-class DeviceError(ValueError):
+class DeviceError(ResNetServiceError, ValueError):
     """A device name that is malformed, or names hardware this machine does not have."""
 
 

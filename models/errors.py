@@ -29,3 +29,8 @@ class ImageTooLargeError(ImageError):
 
 class RuntimeUnavailableError(ResNetServiceError):
     """The runtime asked for is not installed, or cannot run this model (a bf16 artifact on ONNX Runtime)."""
+
+
+class ConfigError(ResNetServiceError):
+    """A command-line flag or setting that cannot be honoured (a bad value, a file that does not fit, a missing
+    optional package)."""

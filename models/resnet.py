@@ -229,6 +229,10 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def get_classifier(self) -> nn.Module:
+        """The classification layer (timm's name): a trainer finds its parameters through it, never by name."""
+        return self.fc
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one of `num_classes` outputs (transfer learning); 0 removes it."""
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -7,11 +7,16 @@ normalized tensors. Mixing tricks return soft targets (rows sum to 1) consumed b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+
+from models.preprocess import PreprocessSpec, normalize
+from training.config import TrainConfig
 
 
 class SampleTransform:
@@ -170,3 +175,45 @@ def kd_loss(student: Tensor, teacher: Tensor, target: Tensor, *, alpha: float, t
     kl = F.kl_div(F.log_softmax(student.float() / T, -1), F.log_softmax(teacher.float() / T, -1),
                   reduction="batchmean", log_target=True)
     return (1 - alpha) * soft_cross_entropy(student, target) + alpha * T * T * kl
+
+
+Criterion = Callable[[Tensor, Tensor, Tensor], Tensor]  # (logits, soft targets, inputs) -> loss
+
+
+def build_criterion(teacher: torch.nn.Module | None, *, alpha: float, temperature: float) -> Criterion:
+    """Soft-target cross-entropy, or distillation from `teacher` run (without gradients) on the same inputs."""
+    if teacher is None:
+        return lambda logits, target, x: soft_cross_entropy(logits, target)
+
+    def distillation(logits: Tensor, target: Tensor, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        return kd_loss(logits, t_logits, target, alpha=alpha, temperature=temperature)
+
+    return distillation
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """The on-device part of augmentation: crop, normalise, Cutout, erasing, label smoothing and batch mixing."""
+
+    cfg: TrainConfig
+    spec: PreprocessSpec
+    num_classes: int
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch ready for the model, and its soft targets."""
+        cfg = self.cfg
+        if cfg.train_crop == "pad":
+            x = pad_crop_flip(x, cfg.pad, cfg.hflip)
+        x = normalize(x, self.spec)
+        if cfg.cutout:
+            x = cutout(x, cfg.cutout)
+        if cfg.random_erasing:
+            x = random_erasing(x, cfg.random_erasing)
+        target = one_hot_smooth(y, self.num_classes, cfg.label_smoothing)
+        x, target = mix_batch(x, target, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, ricap_beta=cfg.ricap,
+                              prob=cfg.mix_prob)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, target

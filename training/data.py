@@ -13,13 +13,14 @@ import struct
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from models.errors import ImageError
+from models.errors import ImageError, ResNetServiceError
 from models.preprocess import (
     IMAGE_EXTENSIONS,
     PreprocessSpec,
@@ -38,7 +39,7 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
 
-class DataError(ValueError):
+class DataError(ResNetServiceError, ValueError):
     """The dataset on disk cannot be trained on (missing split, empty class, ...)."""
 
 
@@ -275,18 +276,8 @@ def build_data(data: str, *, fashion_dir: str, image_size: int, resize: int, val
                train_transform=None) -> DataBundle:
     """Resolve `data` to train/val datasets, the class list and the evaluation preprocessing."""
     if is_fashion_mnist(data):
-        root = fashion_dir if data == "fashion-mnist" else data
-        spec = fashion_mnist_spec(image_size or 28, resize)
-        xtr, ytr = load_fashion_mnist(root, "train")
-        xte, yte = load_fashion_mnist(root, "test")
-        if spec.crop != 28 or spec.resize != 28:
-            raise DataError("Fashion-MNIST trains at its native 28x28 (--image-size 28)")
-        tr, va = stratified_indices(ytr.tolist(), val_fraction, seed)
-        return DataBundle(ArrayDataset(xtr[tr], ytr[tr], train_transform),
-                          PreprocessedArrayDataset(xtr[va], ytr[va], spec), list(FASHION_MNIST_CLASSES), spec,
-                          "fashion-mnist", True,
-                          test=PreprocessedArrayDataset(xte, yte, spec), test_name="fashion-mnist test split",
-                          val_source=f"train (stratified {val_fraction:g}, seed {seed})")
+        return fashion_mnist_bundle(fashion_dir if data == "fashion-mnist" else data, image_size, resize,
+                                    val_fraction, seed, train_transform)
     root = Path(data)
     size = image_size or 224
     spec = image_folder_spec(size, resize or round(size * 8 / 7))
@@ -305,6 +296,47 @@ def build_data(data: str, *, fashion_dir: str, image_size: int, resize: int, val
     return DataBundle(ImageFolderDataset(train_samples, spec, train=True, transform=train_transform),
                       ImageFolderDataset(val_samples, spec, train=False), classes, spec, str(root), True,
                       test=test, test_name=str(root / "test") if test is not None else "", val_source=source)
+
+
+class FashionMnistSplit(NamedTuple):
+    dataset: Dataset
+    name: str  # e.g. "fashion-mnist validation split (0.1 of train, seed 0)"
+    indices: np.ndarray  # each item's position in its official file (train or t10k)
+
+
+def fashion_mnist_split(root: str | Path, split: Literal["train", "val", "test"], spec: PreprocessSpec | None = None,
+                        *, holdout: float = 0.1, seed: int = 0, transform: Any = None) -> FashionMnistSplit:
+    """One Fashion-MNIST split: `train` (the official training set less the held-out part), `val` (the
+    stratified, seeded `holdout` fraction of it, as `resnet-train` validates on) or `test` (the official test set).
+
+    With `spec` the items are run once through the shared preprocessing (evaluation, calibration); without it
+    they are uint8 arrays through `transform` (training).
+    """
+    images, labels = load_fashion_mnist(root, "test" if split == "test" else "train")
+    indices = np.arange(len(labels))
+    name = "fashion-mnist test split"
+    if split != "test":
+        train, val = stratified_indices(labels.tolist(), holdout, seed)
+        indices = np.asarray(train if split == "train" else val, dtype=np.int64)
+        name = "fashion-mnist train split" if split == "train" else \
+            f"fashion-mnist validation split ({holdout:g} of train, seed {seed})"
+    x, y = images[indices], labels[indices]
+    dataset = PreprocessedArrayDataset(x, y, spec) if spec is not None else ArrayDataset(x, y, transform)
+    return FashionMnistSplit(dataset, name, indices)
+
+
+def fashion_mnist_bundle(root: str | Path, image_size: int, resize: int, val_fraction: float, seed: int,
+                         train_transform: Any = None) -> DataBundle:
+    """Train on Fashion-MNIST's training set less a held-out part that validates; its test set is tested once."""
+    spec = fashion_mnist_spec(image_size or 28, resize)
+    split = {"holdout": val_fraction, "seed": seed}
+    train = fashion_mnist_split(root, "train", transform=train_transform, **split)
+    test = fashion_mnist_split(root, "test", spec)
+    if spec.crop != 28 or spec.resize != 28:
+        raise DataError("Fashion-MNIST trains at its native 28x28 (--image-size 28)")
+    return DataBundle(train.dataset, fashion_mnist_split(root, "val", spec, **split).dataset,
+                      list(FASHION_MNIST_CLASSES), spec, "fashion-mnist", True, test=test.dataset,
+                      test_name=test.name, val_source=f"train (stratified {val_fraction:g}, seed {seed})")
 
 
 def split_samples(folder: Path, classes: list[str]) -> list[Sample]:

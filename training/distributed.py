@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-import models.device
-from models.device import DeviceError
+from models.device import DeviceError, resolve_device
+from models.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """`--device`: `auto` = CUDA when available; `cuda` = this process's local GPU; `cuda:N`; `cpu`."""
+def rank_device(spec: str, local_rank: int = 0) -> torch.device:
+    """This process's `--device` (`models.device.resolve_device` with `cuda` = its local GPU), made current."""
     try:
-        dev = models.device.resolve_device(spec, local_rank)
+        dev = resolve_device(spec, local_rank)
     except DeviceError as e:
-        raise RuntimeError(f"--device {spec}: {e}") from None
+        raise ConfigError(f"--device {spec}: {e}") from None
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     return dev
@@ -39,7 +39,7 @@ def setup(device: str) -> DistInfo:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local)
+    dev = rank_device(device, local)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local, dev)

@@ -10,7 +10,14 @@ from torch import nn
 
 from models import CheckpointError
 from models.checkpoint import read_state_dict
+from models.errors import ConfigError
 from training.config import TrainConfig
+
+
+def classifier_prefix(model: nn.Module) -> str:
+    """The parameter-name prefix of the model's classifier (`fc.` for a ResNet), found by identity."""
+    head = model.get_classifier()  # type: ignore[operator]
+    return next(name for name, m in model.named_modules() if m is head) + "."
 
 
 def optimizer_state_from_file(state: dict[str, Any]) -> dict[str, Any]:
@@ -22,27 +29,32 @@ def optimizer_state_from_file(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_pretrained(model: nn.Module, path: str) -> None:
-    """torchvision-format weights (or a project checkpoint) into `model`, all but the classifier (new classes)."""
+    """torchvision-format weights (or a project checkpoint) into `model`, all but the classifier (new classes).
+
+    `ConfigError` when the file cannot be read or does not fit the model.
+    """
     try:
         state = read_state_dict(path)
     except CheckpointError as e:
-        raise SystemExit(f"--pretrained {e}") from None
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        raise ConfigError(f"--pretrained {e}") from None
+    head = classifier_prefix(model)
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches (e.g. a 7x7 stem into a small-input 3x3 stem)
-        raise SystemExit(f"--pretrained {path}: does not fit the model: {' '.join(str(e).split())[:500]}") from None
-    bad = [k for k in missing if not k.startswith("fc.")]
+        raise ConfigError(f"--pretrained {path}: does not fit the model: {' '.join(str(e).split())[:500]}") from None
+    bad = [k for k in missing if not k.startswith(head)]
     if bad or unexpected:
-        raise SystemExit(
+        raise ConfigError(
             f"--pretrained {path}: does not fit the model (missing {bad[:5]}, unexpected {unexpected[:5]})"
         )
 
 
 def freeze_backbone(model: nn.Module) -> None:
     """Train only the classifier: every other parameter stops receiving gradients."""
+    head = classifier_prefix(model)
     for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("fc."))
+        p.requires_grad_(name.startswith(head))
 
 
 def set_train_mode(model: nn.Module) -> None:
@@ -56,20 +68,21 @@ def set_train_mode(model: nn.Module) -> None:
 
 def param_groups(model: nn.Module, cfg: TrainConfig, base_lr: float) -> list[dict[str, Any]]:
     """Weight decay off for norm layers and biases (if asked); the classifier may get its own lr."""
+    head = classifier_prefix(model)
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = not (cfg.no_decay_norm_bias and p.ndim <= 1)
-        groups.setdefault((name.startswith("fc."), decay), []).append(p)
+        groups.setdefault((name.startswith(head), decay), []).append(p)
     return [
         {
             "params": ps,
             "weight_decay": cfg.weight_decay if decay else 0.0,
-            "lr_mult": cfg.head_lr_mult if head else 1.0,
+            "lr_mult": cfg.head_lr_mult if is_head else 1.0,
             "lr": base_lr,
         }
-        for (head, decay), ps in groups.items()
+        for (is_head, decay), ps in groups.items()
     ]
 
 

@@ -241,3 +241,11 @@ def test_checkpoint_of_an_option_model_round_trips(tmp_path: Path):
     x = torch.randn(1, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(ckpt.model(x), model(x))
+
+
+def test_only_models_reads_torch_files():
+    """The checkpoint format is `models/`'s knowledge: no other product package calls `torch.load`."""
+    root = Path(__file__).resolve().parents[2]
+    packages = [d for d in root.iterdir() if (d / "__init__.py").exists() and d.name not in ("models", "tests")]
+    offenders = [str(p.relative_to(root)) for d in packages for p in d.rglob("*.py") if "torch.load(" in p.read_text()]
+    assert packages and offenders == []

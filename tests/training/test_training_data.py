@@ -15,6 +15,8 @@ from training.data import (
     FASHION_MNIST_CLASSES,
     DataError,
     build_data,
+    fashion_mnist_spec,
+    fashion_mnist_split,
     load_fashion_mnist,
     read_idx,
 )
@@ -39,33 +41,39 @@ def test_class_order_is_sorted_folder_names(image_folder):
     assert data.spec.crop == 32
 
 
-def train_refuses(root: Path, tmp_path: Path, *needles: str) -> None:
+def train_refuses(root: Path, tmp_path: Path, capsys, *needles: str, extra: tuple[str, ...] = ()) -> None:
     """`resnet-train` stops with a message naming the problem, before writing anything."""
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        train_main(["--data", str(root), "--out", str(out), "--epochs", "1", *TINY_ARGS])
-    message = str(exc.value.code)
+        train_main(["--data", str(root), "--out", str(out), "--epochs", "1", *TINY_ARGS, *extra])
+    assert exc.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]  # one line
     assert message.startswith("resnet-train: error:")
     for needle in needles:
         assert needle in message
     assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
 
 
-def test_class_missing_from_val_is_a_clear_error(image_folder, tmp_path):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line_and_exit_1(image_folder, tmp_path, capsys):
+    train_refuses(image_folder(), tmp_path, capsys, "--device cuda: CUDA is not available", extra=("--device", "cuda"))
+
+
+def test_class_missing_from_val_is_a_clear_error(image_folder, tmp_path, capsys):
     root = image_folder()
     shutil.rmtree(root / "val" / "green")
     with pytest.raises(DataError, match=r"missing.*green"):
         build(root)
-    train_refuses(root, tmp_path, "green", "missing")
+    train_refuses(root, tmp_path, capsys, "green", "missing")
 
 
-def test_empty_class_folder_is_a_clear_error(image_folder, tmp_path):
+def test_empty_class_folder_is_a_clear_error(image_folder, tmp_path, capsys):
     root = image_folder()
     for f in (root / "train" / "red").iterdir():
         f.unlink()
     with pytest.raises(DataError, match="no images"):
         build(root)
-    train_refuses(root, tmp_path, str(root / "train" / "red"), "no images")
+    train_refuses(root, tmp_path, capsys, str(root / "train" / "red"), "no images")
 
 
 def test_val_class_unknown_to_train_is_an_error(image_folder):
@@ -138,6 +146,21 @@ def test_fashion_mnist_validates_on_held_out_training_images_and_keeps_the_test_
     assert data.val_source.startswith("train (stratified 0.1") and data.test_name == "fashion-mnist test split"
     other = build_data(str(tiny_fashion_dir), fashion_dir="", image_size=0, resize=0, val_fraction=0.1, seed=1)
     assert not torch.equal(other.val.y, data.val.y) or not torch.equal(other.val.x, data.val.x)  # seeded
+
+
+def test_the_fashion_mnist_splits_are_one_function_that_training_and_evaluation_share(tiny_fashion_dir):
+    data = build_data(str(tiny_fashion_dir), fashion_dir="", image_size=0, resize=0, val_fraction=0.1, seed=0)
+    spec = fashion_mnist_spec()
+    val = fashion_mnist_split(tiny_fashion_dir, "val", spec, holdout=0.1, seed=0)
+    train = fashion_mnist_split(tiny_fashion_dir, "train", holdout=0.1, seed=0)
+    test = fashion_mnist_split(tiny_fashion_dir, "test", spec)
+    assert torch.equal(val.dataset.x, data.val.x) and torch.equal(val.dataset.y, data.val.y)
+    assert sorted([*train.indices, *val.indices]) == list(range(60))  # a partition of the training file
+    assert list(test.indices) == list(range(30)) and len(test.dataset) == 30
+    assert val.name == "fashion-mnist validation split (0.1 of train, seed 0)"
+    assert (train.name, test.name) == ("fashion-mnist train split", "fashion-mnist test split")
+    as_calibration = fashion_mnist_split(tiny_fashion_dir, "train", spec, holdout=0.1, seed=0)
+    assert len(as_calibration.dataset) == 50 and as_calibration.dataset[0][0].dtype == torch.float32
 
 
 def test_image_folder_with_a_test_split_keeps_it_for_the_end(image_folder):

@@ -13,7 +13,8 @@ from tinydata import CLASSES, TINY_ARGS
 
 from cli import evaluate, predict
 from models import load_checkpoint, load_image_tensor, read_class_index
-from training import train
+from models.errors import ConfigError
+from training import outputs, train
 from training.config import parse_config
 from training.data import FASHION_MNIST_CLASSES
 
@@ -206,7 +207,7 @@ def test_the_test_split_is_read_only_after_the_last_epoch(tiny_fashion_dir, tmp_
     from training import data as data_module
 
     events: list[str] = []
-    real_build, real_save = data_module.build_data, train.save_checkpoint
+    real_build, real_save = data_module.build_data, outputs.save_checkpoint
 
     class Spy(torch.utils.data.Dataset):
         def __init__(self, base):
@@ -230,7 +231,7 @@ def test_the_test_split_is_read_only_after_the_last_epoch(tiny_fashion_dir, tmp_
         return real_save(path, *a, **kw)
 
     monkeypatch.setattr(train, "build_data", build)
-    monkeypatch.setattr(train, "save_checkpoint", save)
+    monkeypatch.setattr(outputs, "save_checkpoint", save)
     args = ["--data", str(tiny_fashion_dir), "--out", str(tmp_path / "fm"), "--epochs", "3",
             "--max-steps-per-epoch", "1", *TINY_ARGS]
     args[args.index("--image-size") + 1] = "28"
@@ -268,7 +269,7 @@ def test_pretrained_torchvision_weights_with_frozen_backbone(image_folder, tmp_p
 def test_pretrained_file_that_does_not_fit_is_refused(image_folder, tmp_path):
     path = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(2, 2, 2, 2)}, path)
-    with pytest.raises(SystemExit, match="does not fit"):
+    with pytest.raises(ConfigError, match="does not fit"):
         short_run(image_folder(train=2, val=1), tmp_path / "x", "--pretrained", str(path))
 
 
@@ -286,7 +287,7 @@ def test_distillation_from_a_checkpoint_with_linear_lr_scaling(trained_run, imag
 def test_distillation_teacher_must_match_the_data(trained_run, tiny_fashion_dir, tmp_path):
     args = ["--data", str(tiny_fashion_dir), "--out", str(tmp_path / "x"), "--epochs", "1", *TINY_ARGS,
             "--image-size", "28", "--resize", "28", "--kd-teacher", str(trained_run["out"] / "model.pt")]
-    with pytest.raises(SystemExit, match="kd-teacher"):
+    with pytest.raises(ConfigError, match="kd-teacher"):
         train.run(parse_config(args))
 
 
@@ -301,9 +302,9 @@ def test_shortcut_option_b_is_trained_and_recorded(image_folder, tmp_path):
 def test_resume_refuses_flags_that_change_what_is_learned_and_applies_safe_ones(image_folder, tmp_path, caplog):
     data, out = image_folder(train=12, val=2), tmp_path / "r"
     short_run(data, out)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(ConfigError) as exc:
         short_run(data, out, "--resume", "--lr", "0.05", "--label-smoothing", "0.2")
-    message = str(exc.value.code)
+    message = str(exc.value)
     assert "--lr 0.05 (stored: 0.1)" in message and "--label-smoothing 0.2 (stored: 0.0)" in message
     assert "last.pt" in message
     caplog.set_level("INFO", logger="resnet-train")
