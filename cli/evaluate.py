@@ -12,34 +12,49 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from models import Checkpoint, CheckpointError, load_checkpoint
+from models import Checkpoint, load_checkpoint
 from models.atomic import atomic_write_bytes
+from models.cli import run_cli
+from models.device import resolve_device
+from models.errors import ResNetServiceError
 from training.config import HelpFormatter, TrainConfig
 from training.data import (
     FASHION_MNIST_CLASSES,
     DataError,
+    FashionMnistSplit,
     ImageFolderDataset,
-    PreprocessedArrayDataset,
     collate_skip_none,
+    fashion_mnist_split,
     is_fashion_mnist,
-    load_fashion_mnist,
     scan_image_folder,
-    stratified_indices,
 )
-from training.distributed import resolve_device
 from training.metrics import ClassificationMeter
 from training.plots import plot_confusion
 
 log = logging.getLogger("resnet-eval")
 DEFAULT_FASHION_MNIST_DIR = TrainConfig.fashion_mnist_dir
+
+
+def checkpoint_fashion_mnist_split(data: str, ckpt: Checkpoint, split: str) -> tuple[FashionMnistSplit, str]:
+    """Fashion-MNIST's `split` as the checkpoint's training held it out (its recorded val_fraction and seed), through
+    the checkpoint's preprocessing; and the folder it was read from."""
+    cfg = (ckpt.training or {}).get("config", {})
+    root = DEFAULT_FASHION_MNIST_DIR if data == "fashion-mnist" else data
+    part = fashion_mnist_split(root, split, ckpt.preprocess, holdout=cfg.get("val_fraction", TrainConfig.val_fraction),
+                               seed=cfg.get("seed", TrainConfig.seed))
+    return part, root
+
+
+def with_root(name: str, root: str) -> str:
+    """"fashion-mnist test split (ROOT)", "fashion-mnist validation split (0.1 of train, seed 0; ROOT)"."""
+    return f"{name.removesuffix(')')}; {root})" if name.endswith(")") else f"{name} ({root})"
 
 
 def image_folder_split(root: Path, split: str) -> tuple[Path, str]:
@@ -74,19 +89,12 @@ def build_eval_set(data: str, ckpt: Checkpoint, split: str = "auto") -> tuple[Da
     if is_fashion_mnist(data):
         if ckpt.classes != FASHION_MNIST_CLASSES:
             raise DataError(f"the checkpoint's classes are not Fashion-MNIST's: {ckpt.classes}")
-        root = DEFAULT_FASHION_MNIST_DIR if data == "fashion-mnist" else data
-        if split in ("auto", "test"):
-            images, labels = load_fashion_mnist(root, "test")
-            return PreprocessedArrayDataset(images, labels, ckpt.preprocess), [str(i) for i in range(len(labels))], \
-                f"fashion-mnist test split ({root})", "test"
-        if split != "val":
+        if split not in ("auto", "test", "val"):
             raise DataError(f"--split {split}: Fashion-MNIST has the splits test and val")
-        cfg = (ckpt.training or {}).get("config", {})
-        fraction, seed = cfg.get("val_fraction", TrainConfig.val_fraction), cfg.get("seed", TrainConfig.seed)
-        images, labels = load_fashion_mnist(root, "train")
-        _, val = stratified_indices(labels.tolist(), fraction, seed)
-        return PreprocessedArrayDataset(images[val], labels[val], ckpt.preprocess), [f"train:{i}" for i in val], \
-            f"fashion-mnist validation split ({fraction:g} of train, seed {seed}; {root})", "val"
+        name = "val" if split == "val" else "test"
+        part, root = checkpoint_fashion_mnist_split(data, ckpt, name)
+        ids = [f"train:{i}" if name == "val" else str(i) for i in part.indices]
+        return part.dataset, ids, with_root(part.name, root), name
     folder, name = image_folder_split(Path(data), split)
     samples, _ = scan_image_folder(folder, ckpt.classes, subset=True)
     dataset = ImageFolderDataset(samples, ckpt.preprocess, train=False)
@@ -183,18 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> NoReturn:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.batch_size < 1:
-        build_parser().error("--batch-size must be at least 1")
-    try:
-        ckpt = load_checkpoint(args.checkpoint, class_index=args.class_index, arch=args.arch)
-        result = evaluate_checkpoint(ckpt, args.data, batch_size=args.batch_size, device=args.device,
-                                     workers=args.workers, split=args.split)
-    except (CheckpointError, DataError, RuntimeError) as e:
-        print(f"resnet-eval: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        parser.error("--batch-size must be at least 1")
+    run_cli("resnet-eval", lambda: evaluate_and_report(args), expected=(ResNetServiceError, RuntimeError))
+
+
+def evaluate_and_report(args: argparse.Namespace) -> None:
+    """Evaluate, write eval.json and the confusion matrix, print the report."""
+    ckpt = load_checkpoint(args.checkpoint, class_index=args.class_index, arch=args.arch)
+    result = evaluate_checkpoint(ckpt, args.data, batch_size=args.batch_size, device=args.device,
+                                 workers=args.workers, split=args.split)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "eval.json", (json.dumps(result, indent=1) + "\n").encode())

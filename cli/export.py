@@ -13,34 +13,31 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cli.evaluate import DEFAULT_FASHION_MNIST_DIR, build_eval_set
+from cli.evaluate import build_eval_set, checkpoint_fashion_mnist_split, with_root
 from models.accuracy import PRECISIONS, AccuracyRecord
 from models.atomic import atomic_write_bytes
 from models.backends import InferenceBackend, open_backend, resolve_runtime, runtime_available, runtimes_for
 from models.checkpoint import Checkpoint, load_checkpoint
+from models.cli import run_cli
 from models.errors import ResNetServiceError
 from models.onnx_export import INPUT_NAME, export_onnx_bytes, with_metadata
 from models.quantize import CALIBRATION_METHODS
-from training.config import TrainConfig, non_negative_int, positive_int
+from training.config import non_negative_int, positive_int
 from training.data import (
     DataError,
     ImageFolderDataset,
-    PreprocessedArrayDataset,
     collate_skip_none,
     is_fashion_mnist,
-    load_fashion_mnist,
     scan_image_folder,
-    stratified_indices,
 )
 
 log = logging.getLogger("resnet-export")
@@ -62,13 +59,9 @@ def default_data(ckpt: Checkpoint) -> str | None:
 def calibration_set(data: str, ckpt: Checkpoint, size: int, seed: int) -> tuple[Dataset, str]:
     """`size` training images (never the held-out ones), seeded, through the checkpoint's own preprocessing."""
     if is_fashion_mnist(data):
-        root = DEFAULT_FASHION_MNIST_DIR if data == "fashion-mnist" else data
-        cfg = _training_config(ckpt)
-        images, labels = load_fashion_mnist(root, "train")
-        train, _ = stratified_indices(labels.tolist(), cfg.get("val_fraction", TrainConfig.val_fraction),
-                                      cfg.get("seed", TrainConfig.seed))
-        dataset: Dataset = PreprocessedArrayDataset(images[train], labels[train], ckpt.preprocess)
-        source = f"fashion-mnist train split ({root})"
+        part, root = checkpoint_fashion_mnist_split(data, ckpt, "train")
+        dataset: Dataset = part.dataset
+        source = with_root(part.name, root)
     else:
         folder = Path(data) / "train"
         if not folder.is_dir():
@@ -221,15 +214,17 @@ def default_out(checkpoint: str, precision: str) -> Path:
     return path.with_suffix(".onnx") if precision == "fp32" else path.with_suffix(f".{precision}.onnx")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run_cli("resnet-export", lambda: export(args))
+
+
+def export(args: argparse.Namespace) -> None:
+    """Export, guard, and write the artifact atomically (nothing is written when the guard refuses)."""
     out = Path(args.out) if args.out else default_out(args.checkpoint, args.precision)
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        data, results = guarded_export(ckpt, args)
-    except (ResNetServiceError, DataError) as e:
-        sys.exit(f"resnet-export: {e}")
+    ckpt = load_checkpoint(args.checkpoint)
+    data, results = guarded_export(ckpt, args)
     atomic_write_bytes(out, data)
     summary = "".join(f"; {rt}: {r.line(args.precision)}" for rt, r in results.items())
     log.info("wrote %s (%s, %s, sha256 %s)%s", out, ckpt.arch, args.precision, ckpt.sha256[:12], summary)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.errors import CheckpointError
+from models.cli import run_cli
 from models.registry import list_models
 
 
@@ -45,20 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
-    try:
-        ckpt = load_checkpoint(args.state_dict, class_index=args.class_index, arch=args.arch,
-                               arch_kwargs=args.arch_kwargs, preprocess=args.preprocess)
-    except CheckpointError as e:
-        print(f"resnet-import: error: {e}", file=sys.stderr)
-        return 1
+    run_cli("resnet-import", lambda: import_state_dict(args))
+
+
+def import_state_dict(args: argparse.Namespace) -> None:
+    ckpt = load_checkpoint(args.state_dict, class_index=args.class_index, arch=args.arch,
+                           arch_kwargs=args.arch_kwargs, preprocess=args.preprocess)
     out = save_checkpoint(args.out, ckpt.model, arch=ckpt.arch, arch_kwargs=ckpt.arch_kwargs, classes=ckpt.classes,
                           preprocess=ckpt.preprocess, training={"imported_from": {
                               "file": str(args.state_dict), "sha256": ckpt.sha256}})
     print(f"wrote {out} ({ckpt.arch}, {len(ckpt.classes)} classes, preprocessing {ckpt.preprocess.to_dict()})")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -28,7 +28,9 @@ from models import CheckpointError, ImageError, PreprocessSpec, load_checkpoint,
 from models.atomic import atomic_write
 from models.backends import InferenceBackend, open_backend
 from models.checkpoint import read_class_index
+from models.cli import run_cli
 from models.device import DeviceError, resolve_device
+from models.errors import ConfigError
 from models.postprocess import top_k
 from models.preprocess import IMAGE_EXTENSIONS
 from training.config import HelpFormatter, non_negative_int, positive_int
@@ -222,21 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> NoReturn:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.out and Path(args.out).suffix.lower() not in OUT_FORMATS:
         parser.error(f"--out {args.out}: the file name must end with {' or '.join(OUT_FORMATS)}")
     if args.out and args.json:
         parser.error("--json prints to stdout; --out writes a file: give one of them")
+    run_cli("resnet-predict", lambda: predict(args))
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Predict every image; 1 when some image could not be read or a folder held none, else 0."""
     try:
         model = load_predictor(args)
-    except CheckpointError as e:
-        print(f"resnet-predict: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
     except DeviceError as e:
-        print(f"resnet-predict: error: --device {args.device}: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise ConfigError(f"--device {args.device}: {e}") from None
     paths, empty = expand_paths(args.images)
     for folder in empty:
         print(f"resnet-predict: {folder}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})", file=sys.stderr)
@@ -254,8 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             n = write_rows(Path(args.out), rows, min(args.top_k, len(model.classes)))
         except OSError as e:
-            print(f"resnet-predict: error: --out {args.out}: {e.strerror or e}", file=sys.stderr)
-            raise SystemExit(1) from None
+            raise ConfigError(f"--out {args.out}: {e.strerror or e}") from None
         print(f"resnet-predict: wrote {n} rows to {args.out} ({failed} unreadable)", file=sys.stderr)
     else:
         results = [{"path": r["path"], "predictions": r["predictions"]} for r in rows if r["error"] is None]
@@ -263,8 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({"results": results}, indent=2, ensure_ascii=False))
         elif results:
             print(format_text(results))
-    if failed or empty:
-        raise SystemExit(1)
+    return 1 if failed or empty else 0
 
 
 if __name__ == "__main__":

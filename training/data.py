@@ -118,7 +118,8 @@ def scan_image_folder(root: Path, classes: list[str] | None = None, *,
         classes = found
     unknown = [c for c in found if c not in classes]
     if unknown:
-        raise DataError(f"{root}: folder(s) {unknown} are not among the classes ({', '.join(classes)})")
+        raise DataError(f"{root}: folder(s) {cut_list(unknown)} are not among the {len(classes)} classes "
+                        f"({cut_list(classes)})")
     missing = [c for c in classes if c not in found]
     if missing and not subset:
         raise DataError(f"{root}: class folder(s) missing: {missing}")
