@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from models.cli import cut_list
 from models.errors import ImageError, ResNetServiceError
 from models.preprocess import (
     IMAGE_EXTENSIONS,
