@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
@@ -191,13 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
-    run_cli("resnet-eval", lambda: evaluate_and_report(args), expected=(ResNetServiceError, RuntimeError))
+    return run_cli("resnet-eval", lambda: evaluate_and_report(args), expected=(ResNetServiceError, RuntimeError))
 
 
 def evaluate_and_report(args: argparse.Namespace) -> None:
@@ -214,4 +215,4 @@ def evaluate_and_report(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

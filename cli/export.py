@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,10 +215,10 @@ def default_out(checkpoint: str, precision: str) -> Path:
     return path.with_suffix(".onnx") if precision == "fp32" else path.with_suffix(f".{precision}.onnx")
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run_cli("resnet-export", lambda: export(args))
+    return run_cli("resnet-export", lambda: export(args))
 
 
 def export(args: argparse.Namespace) -> None:
@@ -231,4 +232,4 @@ def export(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, NoReturn
+import sys
+from typing import Any
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.cli import run_cli
@@ -44,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run_cli("resnet-import", lambda: import_state_dict(args))
+    return run_cli("resnet-import", lambda: import_state_dict(args))
 
 
 def import_state_dict(args: argparse.Namespace) -> None:
@@ -59,4 +60,4 @@ def import_state_dict(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

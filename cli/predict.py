@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -224,14 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.out and Path(args.out).suffix.lower() not in OUT_FORMATS:
         parser.error(f"--out {args.out}: the file name must end with {' or '.join(OUT_FORMATS)}")
     if args.out and args.json:
         parser.error("--json prints to stdout; --out writes a file: give one of them")
-    run_cli("resnet-predict", lambda: predict(args))
+    return run_cli("resnet-predict", lambda: predict(args))
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -269,4 +269,4 @@ def predict(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

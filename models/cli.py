@@ -1,6 +1,6 @@
 """The conventions every command line follows.
 
-An expected failure is one line, `prog: error: message`, exit 1: a command's `main` hands its body to `run_cli`;
+An expected failure is one line, `prog: error: message`, exit 1: a command's `main` returns `run_cli(prog, body)`;
 library code raises named project exceptions (`models.errors`), never `SystemExit`. Lists in messages are cut
 with `cut_list`. Every flag's help says its default (`HelpFormatter`); integer flags use `positive_int` and
 `non_negative_int`.
@@ -17,16 +17,16 @@ from models.errors import ResNetServiceError
 
 
 def run_cli(prog: str, body: Callable[[], int | None],
-            expected: tuple[type[BaseException], ...] = (ResNetServiceError,)) -> NoReturn:
-    """Run `body` and exit with its status (None = 0); an `expected` exception becomes `prog: error: ...`, exit 1.
+            expected: tuple[type[BaseException], ...] = (ResNetServiceError,)) -> int:
+    """Run `body` and return its exit status (None = 0) for `main` to return (console scripts exit with it); an
+    `expected` exception becomes `prog: error: ...` on stderr and exit 1.
 
     Anything else (a bug) keeps its traceback; `SystemExit` from argparse (usage errors, `--help`) passes through.
     """
     try:
-        status = body()
+        return body() or 0
     except expected as e:
         fail(prog, str(e))
-    sys.exit(status or 0)
 
 
 def fail(prog: str, message: str) -> NoReturn:

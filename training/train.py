@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from torch import nn
@@ -281,7 +281,7 @@ def run(args: TrainConfig) -> dict[str, Any]:
     return {**metrics, **test}
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def main(argv: list[str] | None = None) -> int:
     """The `resnet-train` command: expected failures are one line, `resnet-train: error: ...`, and exit status 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_config(argv)
@@ -289,8 +289,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     def body() -> None:
         run(cfg)
 
-    run_cli("resnet-train", body)
+    return run_cli("resnet-train", body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -76,6 +77,8 @@ def test_flags_override_settings(monkeypatch):
     monkeypatch.setenv("RESNET_PORT", "1234")
     monkeypatch.setenv("RESNET_WORKERS", "1")
     assert cli.main(["--host", "127.0.0.9", "--port", "4321"]) == 0
-    assert calls["app"] == "app.main:create_app" and calls["factory"] is True
+    settings = calls["app"].state.settings  # the app itself, built from the settings with the flags in them
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.9", 4321, 1)
+    assert os.environ["RESNET_PORT"] == "1234"  # flags reach the app as settings, not through the environment
     assert (calls["host"], calls["port"], calls["workers"]) == ("127.0.0.9", 4321, 1)
     assert calls["access_log"] is False  # the app writes its own access log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -75,13 +76,16 @@ def test_cli_writes_onnx_beside_the_checkpoint(resnet20_ckpt):
     assert read_onnx_metadata(out)["checkpoint_sha256"] == resnet20_ckpt.sha256
 
 
-def test_cli_out_and_bad_checkpoint(resnet20_ckpt, tmp_path):
+def test_cli_out_and_bad_checkpoint(resnet20_ckpt, tmp_path, capsys):
     main([str(resnet20_ckpt.path), "-o", str(tmp_path / "x" / "y.onnx")])
     assert (tmp_path / "x" / "y.onnx").is_file()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match=r"^resnet-export: .*bad\.pt: "):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
         main([str(bad)])
+    assert exc.value.code == 1
+    assert re.match(r"^resnet-export: error: .*bad\.pt: ", capsys.readouterr().err)
 
 
 def test_resnet_export_console_script(resnet20_ckpt, tmp_path):

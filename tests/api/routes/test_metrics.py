@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from models.accuracy import AccuracyRecord
+
 pytestmark = pytest.mark.anyio
 
 
@@ -60,7 +62,7 @@ def test_export_accuracy_is_a_gauge_per_measure():
 
     m = ServiceMetrics()
     m.set_model("resnet20", "abc", "onnxruntime", "cpu", "int8",
-                {"top1_fp32": 0.953, "top1": 0.951, "agreement": 0.995, "eval_size": 10000})
+                AccuracyRecord(top1_fp32=0.953, top1=0.951, agreement=0.995, eval_size=10000))
     text = m.exposition()[0].decode()
     assert 'precision="int8"} 1.0' in text
     assert 'resnet_model_export_accuracy{measure="agreement"} 0.995' in text

@@ -145,6 +145,7 @@ def test_resnet_import_writes_a_self_describing_checkpoint(tutorial_files, tmp_p
     assert json.loads((out.parent / "class_indices.json").read_text()) == {str(i): c for i, c in enumerate(FLOWERS)}
     assert all(torch.equal(a, b) for a, b in zip(ckpt.model.state_dict().values(), net.state_dict().values(),
                                                   strict=True))
-    code = import_main([str(root / "resNet34.pth"), "--arch", "resnet50", "--class-index",
+    with pytest.raises(SystemExit) as exc:
+        import_main([str(root / "resNet34.pth"), "--arch", "resnet50", "--class-index",
                         str(root / "class_indices.json"), "-o", str(tmp_path / "x.pt")])
-    assert code == 1 and "weights do not fit resnet50" in capsys.readouterr().err
+    assert exc.value.code == 1 and "weights do not fit resnet50" in capsys.readouterr().err
