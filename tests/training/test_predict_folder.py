@@ -35,11 +35,11 @@ def expected_order(root: Path) -> list[str]:
 
 
 def run(argv: list[str]) -> int:
+    """resnet-predict's exit status: main's return value, or the code it exits with (usage errors, failures)."""
     try:
-        predict.main(argv)
+        return predict.main(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    return 0
 
 
 def reference(ckpt_path: Path, path: str, k: int):
