@@ -2,7 +2,7 @@
 
 Nothing here downloads anything: images are drawn from a seeded generator and resnet50/resnet18
 checkpoints get random weights (speed does not depend on the weight values), built by the tests' builder
-(tests/helpers/checkpoints.py), which the benchmarks share with the tests as `tests.helpers`.
+(devkit/checkpoints.py), which the benchmarks share with the tests as `devkit`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tests.helpers.images import encode
+from devkit.images import encode
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -207,7 +207,7 @@ def checkpoint_path(spec: str) -> Path:
     path = WORKDIR / "checkpoints" / f"{arch}-{crop}" / "model.pt"
     if path.exists():
         return path
-    from tests.helpers.checkpoints import class_names, fashion_mnist_spec, make_checkpoint
+    from devkit.checkpoints import class_names, fashion_mnist_spec, make_checkpoint
 
     metrics = {"note": "random weights, for speed benchmarks only"}
     if crop <= 64:  # the small-input stem, single channel, as the Fashion-MNIST model

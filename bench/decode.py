@@ -29,6 +29,7 @@ import torch
 from PIL import ExifTags, Image, features
 
 from bench.common import median, photo_like, print_table, time_loop, warn_if_busy, write_results
+from devkit.images import encode
 from models.preprocess import (
     DEFAULT_MAX_PIXELS,
     PreprocessSpec,
@@ -36,7 +37,6 @@ from models.preprocess import (
     preprocess_image,
     resize_center_crop,
 )
-from tests.helpers.images import encode
 
 IMAGES: dict[str, tuple[int, int, int]] = {"jpeg12mp": (4000, 3000, 2), "jpeg1mp": (1152, 864, 3)}  # w, h, seed
 TARGET_RATIO, TARGET_MS = 1.5, 15.0

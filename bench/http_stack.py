@@ -33,8 +33,8 @@ from bench.common import (
     write_results,
 )
 from bench.load_test import closed_loop
-from tests.helpers.server import Server as ServerProcess
-from tests.helpers.server import free_port
+from devkit.server import Server as ServerProcess
+from devkit.server import free_port
 
 # name: (uvicorn --loop, uvicorn --http)
 STACKS = {"asyncio+h11": ("asyncio", "h11"), "uvloop+httptools": ("uvloop", "httptools")}

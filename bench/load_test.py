@@ -38,8 +38,8 @@ from bench.common import (
     warn_if_busy,
     write_results,
 )
-from tests.helpers.server import Server as ServerProcess
-from tests.helpers.server import free_port
+from devkit.server import Server as ServerProcess
+from devkit.server import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

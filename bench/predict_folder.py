@@ -34,7 +34,7 @@ from bench.common import (
     warn_if_busy,
     write_results,
 )
-from tests.helpers.images import encode
+from devkit.images import encode
 
 
 def photo_folder(n: int, width: int, height: int, quality: int) -> Path:

@@ -8,15 +8,10 @@ skipped with that reason, also when a `-m` on the command line has replaced the 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-# tinydata (the generated ImageFolders) lives with the training tests; pytest puts that folder on sys.path only
-# when it collects it, so `pytest tests/cuda` alone would not find it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 
 @pytest.fixture(autouse=True)

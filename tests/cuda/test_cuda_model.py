@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.checkpoints import make_checkpoint
-from helpers.images import image_bytes
 
+from devkit.checkpoints import make_checkpoint
+from devkit.images import image_bytes
 from models import PreprocessSpec, load_checkpoint, load_image_tensor
 from models.backends import TorchBackend
 

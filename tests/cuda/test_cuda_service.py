@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers.asgi import serve
-from helpers.images import image_bytes
 
 from app.core.config import Settings
+from devkit.asgi import serve
+from devkit.images import image_bytes
 
 pytestmark = [pytest.mark.cuda, pytest.mark.anyio]
 

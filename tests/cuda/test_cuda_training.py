@@ -13,10 +13,10 @@ import sys
 
 import pytest
 import torch
-from tinydata import CLASSES, ROOT, TINY_ARGS, make_image_folder
 
 from cli.evaluate import evaluate_checkpoint
 from models import load_checkpoint
+from tests.training.tinydata import CLASSES, ROOT, TINY_ARGS, make_image_folder
 from training.config import parse_config
 from training.train import run
 

@@ -10,7 +10,9 @@ import re
 
 import jsonschema
 import pytest
-from deploy_files import (
+
+from app.core.config import Settings
+from tests.deploy.deploy_files import (
     COMPOSE,
     COMPOSE_GPU,
     COMPOSE_SCHEMA,
@@ -26,8 +28,6 @@ from deploy_files import (
     settings_env_names,
     volume_mounts,
 )
-
-from app.core.config import Settings
 
 DEPLOY_DOC = REPO / "docs" / "DEPLOY.md"
 RESNET_NAME = re.compile(r"\bRESNET_[A-Z0-9_]+\b")

@@ -12,7 +12,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from deploy_files import (
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from tests.deploy.deploy_files import (
     DOCKERFILE,
     REPO,
     VENV_BIN,
@@ -28,8 +31,6 @@ from deploy_files import (
     read_dockerignore,
     stages,
 )
-from packaging.requirements import Requirement
-from packaging.version import Version
 
 HADOLINT = VENV_BIN / "hadolint"
 # Each inline ignore needs a reason written beside it in the Dockerfile; anything else must be fixed, not ignored.

@@ -25,11 +25,20 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_files import COMPOSE, REPO, exec_form, final_stage, load_yaml, only, read_dockerfile, settings_env_names
 
 from app.core.config import Settings
 from app.core.metrics import ServiceMetrics
 from app.main import create_app
+from tests.deploy.deploy_files import (
+    COMPOSE,
+    REPO,
+    exec_form,
+    final_stage,
+    load_yaml,
+    only,
+    read_dockerfile,
+    settings_env_names,
+)
 
 K8S = REPO / "deploy" / "k8s"
 SCHEMAS = K8S / "schemas"

@@ -19,7 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from deploy_files import (
+
+from devkit.checkpoints import make_checkpoint
+from devkit.images import image_bytes
+from devkit.server import free_port
+from models import default_preprocess, load_checkpoint, load_image_tensor
+from tests.deploy.deploy_files import (
     COMPOSE,
     REPO,
     VENV_BIN,
@@ -30,11 +35,6 @@ from deploy_files import (
     only,
     read_dockerfile,
 )
-from helpers.checkpoints import make_checkpoint
-from helpers.images import image_bytes
-from helpers.server import free_port
-
-from models import default_preprocess, load_checkpoint, load_image_tensor
 
 DEFAULT_WEIGHTS = REPO / "weights" / "model.pt"
 CONTAINER_HEALTH_URL = "http://127.0.0.1:8000/health/ready"

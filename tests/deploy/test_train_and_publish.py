@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deploy_files import REPO, VENV_BIN
-from helpers.checkpoints import make_checkpoint
 from PIL import Image
 
+from devkit.checkpoints import make_checkpoint
 from models import default_preprocess, load_checkpoint, read_class_index
+from tests.deploy.deploy_files import REPO, VENV_BIN
 
 SCRIPT = REPO / "deploy" / "train-and-publish.sh"
 TINY = ["--arch", "resnet20", "--epochs", "1", "--batch-size", "4", "--image-size", "32", "--workers", "0",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.images import encode, noise
 from PIL import Image
 
+from devkit.images import encode, noise
 from models import PreprocessSpec, create_model, save_checkpoint
 
 CLASSES = ["cat", "dog", "bird"]  # the tests that compare against these spell them out too

@@ -9,10 +9,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers.images import encode
 from PIL import Image
 from torchvision import transforms
 
+from devkit.images import encode
 from models import (
     ImageDecodeError,
     ImageTooLargeError,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tinydata import TINY_ARGS, make_image_folder, write_idx
+
+from tests.training.tinydata import TINY_ARGS, make_image_folder, write_idx
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tinydata import CLASSES, TINY_ARGS
 
+from tests.training.tinydata import CLASSES, TINY_ARGS
 from training.data import (
     FASHION_MNIST_CLASSES,
     DataError,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tinydata import ROOT, TINY_ARGS, make_image_folder
 
 from cli.evaluate import evaluate_checkpoint
 from models import load_checkpoint
+from tests.training.tinydata import ROOT, TINY_ARGS, make_image_folder
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
        "TQDM_MININTERVAL": "0", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}

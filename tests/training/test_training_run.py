@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tinydata import CLASSES, TINY_ARGS
 
 from cli import evaluate, predict
 from models import load_checkpoint, load_image_tensor, read_class_index
 from models.errors import ConfigError
+from tests.training.tinydata import CLASSES, TINY_ARGS
 from training import outputs, train
 from training.config import parse_config
 from training.data import FASHION_MNIST_CLASSES
