@@ -19,6 +19,7 @@ from training.data import (
     fashion_mnist_split,
     load_fashion_mnist,
     read_idx,
+    scan_image_folder,
 )
 from training.train import main as train_main
 
@@ -81,6 +82,17 @@ def test_val_class_unknown_to_train_is_an_error(image_folder):
     shutil.copytree(root / "val" / "red", root / "val" / "purple")
     with pytest.raises(DataError, match="purple"):
         build(root)
+
+
+def test_a_folder_that_is_no_class_of_a_large_model_names_only_a_few_classes(tmp_path):
+    """resnet-export calibrating an ImageNet model on the wrong folder: one short line, not 1,000 class names."""
+    (tmp_path / "train" / "not_a_class").mkdir(parents=True)
+    imagenet = [f"n{i:08d}" for i in range(1000)]
+    with pytest.raises(DataError) as exc:
+        scan_image_folder(tmp_path / "train", imagenet, subset=True)
+    message = str(exc.value)
+    assert "not_a_class" in message and "n00000009, ... and 990 more" in message
+    assert "n00000010" not in message and len(message) < 400
 
 
 def test_corrupt_images_are_reported_and_skipped(image_folder, caplog):
