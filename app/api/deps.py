@@ -46,7 +46,8 @@ async def admit(request: Request) -> AsyncIterator[None]:
         yield
 
 
-def _check_key(settings: Settings, provided: str | None) -> None:
+def check_api_key(settings: Settings, provided: str | None) -> None:
+    """401 unless RESNET_API_KEY is unset or `provided` matches it (HTTP X-API-Key, gRPC metadata x-api-key)."""
     expected = settings.api_key_value
     if expected is None:
         return
@@ -56,7 +57,7 @@ def _check_key(settings: Settings, provided: str | None) -> None:
 
 def require_api_key(settings: SettingsDep, api_key: str | None = Security(api_key_header)) -> None:
     """401 unless RESNET_API_KEY is unset or the X-API-Key header matches it."""
-    _check_key(settings, api_key)
+    check_api_key(settings, api_key)
 
 
 def require_reload_enabled(settings: SettingsDep) -> None:
@@ -68,7 +69,7 @@ def require_reload_enabled(settings: SettingsDep) -> None:
 def require_metrics_key(settings: SettingsDep, api_key: str | None = Security(api_key_header)) -> None:
     """Like `require_api_key`, but only when RESNET_PROTECT_METRICS is on."""
     if settings.protect_metrics:
-        _check_key(settings, api_key)
+        check_api_key(settings, api_key)
 
 
 @dataclass(frozen=True)

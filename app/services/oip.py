@@ -100,15 +100,12 @@ def parse_infer_request(body: bytes, header_length: str | None, *, channels: int
     request_id = header.get("id")
     request = InferRequest(id=str(request_id) if request_id is not None else None,
                            output=_output_request(header))
+    check_input_name(name)
     if name == IMAGE_INPUT:
         request.images = _images(tensor, raw)
-    elif name == TENSOR_INPUT:
-        request.tensor = _fp32(tensor, raw, channels, size)
     else:
-        raise ProtocolError(f"unknown input {name!r}; this model takes {IMAGE_INPUT!r} or {TENSOR_INPUT!r}")
-    if not 1 <= request.count <= max_items:
-        raise ProtocolError(f"a request holds 1 to {max_items} items (RESNET_MAX_BATCH_FILES), got {request.count}")
-    return request
+        request.tensor = _fp32(tensor, raw, channels, size)
+    return check_count(request, max_items)
 
 
 def _binary_part(tensor: dict[str, Any], binary: bytes) -> bytes | None:
@@ -128,17 +125,36 @@ def _binary_part(tensor: dict[str, Any], binary: bytes) -> bytes | None:
 
 
 def _shape(tensor: dict[str, Any], rank: int) -> list[int]:
-    shape = tensor.get("shape")
+    return check_shape(tensor.get("name"), tensor.get("shape"), rank)
+
+
+def check_shape(name: Any, shape: Any, rank: int) -> list[int]:
+    """`shape` as a list of `rank` non-negative integers, or ProtocolError naming the input."""
     if (not isinstance(shape, list) or len(shape) != rank
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise ProtocolError(f"input {tensor.get('name')!r} needs a shape of {rank} non-negative integers, "
-                            f"got {shape!r}")
+        raise ProtocolError(f"input {name!r} needs a shape of {rank} non-negative integers, got {shape!r}")
     return shape
 
 
 def _datatype(tensor: dict[str, Any], expected: str) -> None:
-    if tensor.get("datatype") != expected:
-        raise ProtocolError(f"input {tensor.get('name')!r} has datatype {expected}, got {tensor.get('datatype')!r}")
+    check_datatype(tensor.get("name"), tensor.get("datatype"), expected)
+
+
+def check_datatype(name: Any, datatype: Any, expected: str) -> None:
+    if datatype != expected:
+        raise ProtocolError(f"input {name!r} has datatype {expected}, got {datatype!r}")
+
+
+def check_input_name(name: Any) -> None:
+    if name not in (IMAGE_INPUT, TENSOR_INPUT):
+        raise ProtocolError(f"unknown input {name!r}; this model takes {IMAGE_INPUT!r} or {TENSOR_INPUT!r}")
+
+
+def check_count(request: InferRequest, max_items: int) -> InferRequest:
+    """`request`, unless it holds no item or more than RESNET_MAX_BATCH_FILES."""
+    if not 1 <= request.count <= max_items:
+        raise ProtocolError(f"a request holds 1 to {max_items} items (RESNET_MAX_BATCH_FILES), got {request.count}")
+    return request
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -149,10 +165,15 @@ def _flatten(data: Any) -> list[Any]:
 
 def _images(tensor: dict[str, Any], raw: bytes | None) -> list[bytes]:
     _datatype(tensor, "BYTES")
-    (count,) = _shape(tensor, 1)
+    shape = _shape(tensor, 1)
     items = deserialize_bytes(raw) if raw is not None else [_b64(i, s) for i, s in enumerate(_flatten(tensor["data"]))]
-    if len(items) != count:
-        raise ProtocolError(f"input {IMAGE_INPUT!r} has shape [{count}] but holds {len(items)} elements")
+    return image_items(shape, items)
+
+
+def image_items(shape: list[int], items: list[bytes]) -> list[bytes]:
+    """The `image` elements, when there are as many as its shape [N] says."""
+    if len(items) != shape[0]:
+        raise ProtocolError(f"input {IMAGE_INPUT!r} has shape {shape} but holds {len(items)} elements")
     return items
 
 
@@ -187,6 +208,13 @@ def serialize_bytes(items: list[bytes]) -> bytes:
 def _fp32(tensor: dict[str, Any], raw: bytes | None, channels: int, size: int) -> torch.Tensor:
     _datatype(tensor, "FP32")
     shape = _shape(tensor, 4)
+    values = None if raw is not None else _flatten(tensor["data"])
+    return fp32_batch(shape, raw, values, channels, size)
+
+
+def fp32_batch(shape: list[int], raw: bytes | None, values: list[Any] | None, channels: int,
+               size: int) -> torch.Tensor:
+    """The `input` tensor [N, C, H, W] from raw little-endian bytes or from a flat list of numbers."""
     if shape[1:] != [channels, size, size]:
         raise ProtocolError(f"input {TENSOR_INPUT!r} must have shape [N, {channels}, {size}, {size}], got {shape}")
     count = math.prod(shape)
@@ -195,7 +223,7 @@ def _fp32(tensor: dict[str, Any], raw: bytes | None, channels: int, size: int) -
             raise ProtocolError(f"input {TENSOR_INPUT!r} of shape {shape} needs {4 * count} bytes, got {len(raw)}")
         array = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     else:
-        values = _flatten(tensor["data"])
+        values = values or []
         if len(values) != count or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise ProtocolError(f"input {TENSOR_INPUT!r} of shape {shape} needs {count} numbers, got {len(values)}")
         array = np.asarray(values, dtype=np.float32)
@@ -219,23 +247,34 @@ def _output_request(header: dict[str, Any]) -> OutputRequest:
     out_params = outputs[0].get("parameters") or {}
     if not isinstance(out_params, dict):
         raise ProtocolError("'parameters' of an output must be an object")
-    k = out_params.get("classification", 0)
+    return OutputRequest(binary=out_params.get("binary_data", binary_default) is True,
+                         classification=check_classification(out_params.get("classification", 0)))
+
+
+def check_classification(k: Any) -> int:
+    """`parameters.classification` of the output: k >= 0 (0: the probabilities themselves)."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ProtocolError(f"parameters.classification must be a non-negative integer, got {k!r}")
-    return OutputRequest(binary=out_params.get("binary_data", binary_default) is True, classification=k)
+    return k
+
+
+def classification(probabilities: torch.Tensor, classes: list[str], k: int) -> tuple[list[str], list[int]]:
+    """The classification extension: each row's best `k` as `"score:index:label"`, flat, and their shape [N, k]."""
+    k = min(k, len(classes))
+    scores, indices = probabilities.topk(k, dim=1)
+    values = [f"{s:f}:{i}:{classes[i]}" for row_s, row_i in zip(scores.tolist(), indices.tolist(), strict=True)
+              for s, i in zip(row_s, row_i, strict=True)]
+    return values, [probabilities.shape[0], k]
 
 
 def encode_infer_response(request: InferRequest, probabilities: torch.Tensor, classes: list[str], *,
                           model_name: str, model_version: str) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers: JSON, or JSON + binary data when the output is binary."""
     out = request.output
+    values: list[Any]
     if out.classification:
-        k = min(out.classification, len(classes))
-        scores, indices = probabilities.topk(k, dim=1)
-        values: list[Any] = [f"{s:f}:{i}:{classes[i]}" for row_s, row_i in zip(scores.tolist(), indices.tolist(),
-                                                                             strict=True)
-                             for s, i in zip(row_s, row_i, strict=True)]
-        tensor: dict[str, Any] = {"name": OUTPUT, "datatype": "BYTES", "shape": [probabilities.shape[0], k]}
+        values, shape = classification(probabilities, classes, out.classification)
+        tensor: dict[str, Any] = {"name": OUTPUT, "datatype": "BYTES", "shape": shape}
         raw = serialize_bytes([v.encode() for v in values]) if out.binary else b""
     else:
         values = probabilities.flatten().tolist()
