@@ -21,33 +21,35 @@ from app.services import oip
 def parse_infer_request(request: service_pb2.ModelInferRequest, *, channels: int, size: int,
                         max_items: int) -> oip.InferRequest:
     """Validate a ModelInferRequest against the model's inputs (`channels` x `size` x `size`)."""
-    if len(request.inputs) != 1:
-        raise ProtocolError(f"'inputs' must hold exactly one tensor: {oip.IMAGE_INPUT!r} or {oip.TENSOR_INPUT!r}")
-    tensor = request.inputs[0]
-    raw = _raw_input(request)
-    oip.check_input_name(tensor.name)
+    if not 1 <= len(request.inputs) <= 2:
+        raise ProtocolError(oip.INPUTS_RULE)
+    raws = _raw_inputs(request)
+    images, batch = None, None
+    for tensor, raw in zip(request.inputs, raws, strict=True):
+        oip.check_input_name(tensor.name)
+        if tensor.name == oip.IMAGE_INPUT:
+            oip.check_datatype(tensor.name, tensor.datatype, "BYTES")
+            shape = oip.image_shape(list(tensor.shape))
+            items = oip.deserialize_bytes(raw) if raw is not None else list(tensor.contents.bytes_contents)
+            images = oip.image_items(shape, items)
+        else:
+            oip.check_datatype(tensor.name, tensor.datatype, "FP32")
+            shape = oip.check_shape(tensor.name, list(tensor.shape), 4)
+            values = None if raw is not None else list(tensor.contents.fp32_contents)
+            batch = oip.fp32_batch(shape, raw, values, channels, size)
     parsed = oip.InferRequest(id=request.id or None, output=_output_request(request))
-    if tensor.name == oip.IMAGE_INPUT:
-        oip.check_datatype(tensor.name, tensor.datatype, "BYTES")
-        shape = oip.check_shape(tensor.name, list(tensor.shape), 1)
-        items = oip.deserialize_bytes(raw) if raw is not None else list(tensor.contents.bytes_contents)
-        parsed.images = oip.image_items(shape, items)
-    else:
-        oip.check_datatype(tensor.name, tensor.datatype, "FP32")
-        shape = oip.check_shape(tensor.name, list(tensor.shape), 4)
-        values = None if raw is not None else list(tensor.contents.fp32_contents)
-        parsed.tensor = oip.fp32_batch(shape, raw, values, channels, size)
-    return oip.check_count(parsed, max_items)
+    return oip.choose_input(parsed, images, batch, max_items)
 
 
-def _raw_input(request: service_pb2.ModelInferRequest) -> bytes | None:
+def _raw_inputs(request: service_pb2.ModelInferRequest) -> list[bytes | None]:
+    """Each input's raw_input_contents (all inputs have one, or none has), or None: its typed contents."""
     if not request.raw_input_contents:
-        return None
+        return [None] * len(request.inputs)
     if len(request.raw_input_contents) != len(request.inputs):
         raise ProtocolError(f"{len(request.raw_input_contents)} raw_input_contents for {len(request.inputs)} inputs")
-    if request.inputs[0].HasField("contents"):
+    if any(t.HasField("contents") for t in request.inputs):
         raise ProtocolError("an input has both contents and raw_input_contents")
-    return request.raw_input_contents[0]
+    return list(request.raw_input_contents)
 
 
 def _parameter(params: Any, name: str) -> Any:

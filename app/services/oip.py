@@ -4,9 +4,10 @@ Pure functions, no I/O: `parse_infer_request` turns a body (JSON, optionally fol
 the *binary tensor data extension*) into images or a preprocessed batch plus what the client asked back;
 `encode_infer_response` turns probabilities into the response body (with the *classification extension*).
 
-Inputs: `image` BYTES [N] (encoded image files: base64 strings in JSON, raw in binary data, each element a 4-byte
-little-endian length and its bytes) or `input` FP32 [N, C, H, W] (already preprocessed). Output: `probabilities`
-FP32 [N, K], or with `parameters.classification = k` BYTES [N, k] of `"score:index:label"`, best first.
+Inputs: `image` BYTES [N] or [N, 1] (encoded image files: base64 strings in JSON, raw in binary data, each element
+a 4-byte little-endian length and its bytes) or `input` FP32 [N, C, H, W] (already preprocessed).
+Output: `probabilities` FP32 [N, K], or with `parameters.classification = k` BYTES [N, k] of `"score:index:label"`,
+best first.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from app.services.model_manager import LoadedModel
 
 IMAGE_INPUT, TENSOR_INPUT, OUTPUT = "image", "input", "probabilities"
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
 
 
 @dataclass
@@ -57,7 +58,7 @@ def model_metadata(model: LoadedModel, name: str, version: str) -> dict[str, Any
                   "interpolation": spec.interpolation, "color_mode": spec.color_mode}
     return {
         "name": name, "versions": [version], "platform": f"pytorch_{ckpt.arch}",
-        "inputs": [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1],
+        "inputs": [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1, 1],
                     "parameters": {"content": "encoded image files (JPEG, PNG, WebP, GIF, BMP, TIFF)"}},
                    {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, spec.channels, spec.crop, spec.crop],
                     "parameters": preprocess}],
@@ -92,36 +93,66 @@ def parse_infer_request(body: bytes, header_length: str | None, *, channels: int
     """Validate one inference request against the model's inputs (`channels` x `size` x `size`)."""
     header, binary = split_body(body, header_length)
     inputs = header.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ProtocolError(f"'inputs' must hold exactly one tensor: {IMAGE_INPUT!r} or {TENSOR_INPUT!r}")
-    tensor = inputs[0]
-    raw = _binary_part(tensor, binary)
-    name = tensor.get("name")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= 2 or not all(isinstance(t, dict) for t in inputs):
+        raise ProtocolError(INPUTS_RULE)
+    raws = _binary_parts(inputs, binary)
     request_id = header.get("id")
     request = InferRequest(id=str(request_id) if request_id is not None else None,
                            output=_output_request(header))
-    check_input_name(name)
-    if name == IMAGE_INPUT:
-        request.images = _images(tensor, raw)
+    images, tensor = None, None
+    for item, raw in zip(inputs, raws, strict=True):
+        check_input_name(item.get("name"))
+        if item.get("name") == IMAGE_INPUT:
+            images = _images(item, raw)
+        else:
+            tensor = _fp32(item, raw, channels, size)
+    return choose_input(request, images, tensor, max_items)
+
+
+INPUTS_RULE = (f"'inputs' must hold one tensor, {IMAGE_INPUT!r} or {TENSOR_INPUT!r} (or both with the same batch "
+               f"size, as perf_analyzer sends its generated data: then {TENSOR_INPUT!r} is used)")
+
+
+def choose_input(request: InferRequest, images: list[bytes] | None, tensor: torch.Tensor | None,
+                 max_items: int) -> InferRequest:
+    """`request` with its input: the images, or the tensor when there is one (a client that sends both, as
+    perf_analyzer does with the model's two optional inputs, gets the tensor's answer: it needs no decoding)."""
+    if images is None and tensor is None:
+        raise ProtocolError(INPUTS_RULE)
+    if images is not None and tensor is not None and len(images) != tensor.shape[0]:
+        raise ProtocolError(f"inputs {IMAGE_INPUT!r} and {TENSOR_INPUT!r} have different batch sizes "
+                            f"({len(images)} and {tensor.shape[0]})")
+    if tensor is not None:
+        request.tensor = tensor
     else:
-        request.tensor = _fp32(tensor, raw, channels, size)
+        request.images = images
     return check_count(request, max_items)
 
 
-def _binary_part(tensor: dict[str, Any], binary: bytes) -> bytes | None:
-    params = tensor.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ProtocolError("'parameters' of an input must be an object")
-    size = params.get("binary_data_size")
-    if size is None:
-        if binary:
+def _binary_parts(inputs: list[dict[str, Any]], binary: bytes) -> list[bytes | None]:
+    """Each input's binary data (None: it is in JSON), cut from `binary` in input order."""
+    parts: list[bytes | None] = []
+    offset = 0
+    for tensor in inputs:
+        params = tensor.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ProtocolError("'parameters' of an input must be an object")
+        size = params.get("binary_data_size")
+        if size is None:
+            if "data" not in tensor:
+                raise ProtocolError(f"input {tensor.get('name')!r} has neither 'data' nor "
+                                    "parameters.binary_data_size")
+            parts.append(None)
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(binary) - offset:
+            raise ProtocolError(f"binary_data_size {size!r} does not match the {len(binary)} bytes after the JSON")
+        parts.append(binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        if offset == 0:
             raise ProtocolError(f"{len(binary)} bytes follow the JSON, but no input has parameters.binary_data_size")
-        if "data" not in tensor:
-            raise ProtocolError(f"input {tensor.get('name')!r} has neither 'data' nor parameters.binary_data_size")
-        return None
-    if isinstance(size, bool) or not isinstance(size, int) or size != len(binary):
-        raise ProtocolError(f"binary_data_size {size!r} does not match the {len(binary)} bytes after the JSON")
-    return binary
+        raise ProtocolError(f"binary_data_size {offset} does not match the {len(binary)} bytes after the JSON")
+    return parts
 
 
 def _shape(tensor: dict[str, Any], rank: int) -> list[int]:
@@ -165,9 +196,16 @@ def _flatten(data: Any) -> list[Any]:
 
 def _images(tensor: dict[str, Any], raw: bytes | None) -> list[bytes]:
     _datatype(tensor, "BYTES")
-    shape = _shape(tensor, 1)
+    shape = image_shape(tensor.get("shape"))
     items = deserialize_bytes(raw) if raw is not None else [_b64(i, s) for i, s in enumerate(_flatten(tensor["data"]))]
     return image_items(shape, items)
+
+
+def image_shape(shape: Any) -> list[int]:
+    """`image`'s shape: [N], or [N, 1] as Triton writes one element per batch item (model config dims [1])."""
+    if isinstance(shape, list) and len(shape) == 2 and shape[1] == 1:
+        return check_shape(IMAGE_INPUT, shape, 2)
+    return check_shape(IMAGE_INPUT, shape, 1)
 
 
 def image_items(shape: list[int], items: list[bytes]) -> list[bytes]:
@@ -227,8 +265,8 @@ def fp32_batch(shape: list[int], raw: bytes | None, values: list[Any] | None, ch
         if len(values) != count or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise ProtocolError(f"input {TENSOR_INPUT!r} of shape {shape} needs {count} numbers, got {len(values)}")
         array = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ProtocolError(f"input {TENSOR_INPUT!r} holds NaN or infinity")
+    # NaN and infinities pass, as Triton passes them to its models: the answer is what the model computes (NaN).
+    # perf_analyzer's generated data, random bytes, holds some.
     return torch.from_numpy(array.reshape(shape).copy())
 
 
