@@ -3,6 +3,7 @@ limit. In-process apps (lifespan running, gRPC on a free loopback port) and trit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from types import SimpleNamespace
@@ -127,3 +128,18 @@ async def test_image_over_the_upload_limit_is_invalid_argument(grpc_settings):
     async with serve(settings), triton_aio.InferenceServerClient(_url(settings)) as client:
         code, message = await _status(client.infer(MODEL, [_image()]))
         assert code == "StatusCode.INVALID_ARGUMENT" and "element 0" in message and "100 bytes" in message
+
+
+async def test_shutdown_drains_running_calls(grpc_settings):
+    settings = grpc_settings(max_batch_delay_ms=1500)  # a lone FP32 item waits 1.5 s for company
+    batch = InferInput("input", [1, 3, 32, 32], "FP32")
+    batch.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+    async with triton_aio.InferenceServerClient(_url(settings)) as client:
+        async with serve(settings):
+            running = asyncio.create_task(client.infer(MODEL, [batch]))
+            await asyncio.sleep(0.5)  # in the batcher when shutdown begins
+            assert not running.done()
+        # the lifespan's shutdown returned: it waited for the call, which got its answer
+        assert running.done() and (await running).as_numpy("probabilities").shape == (1, 3)
+        code, _ = await _status(client.infer(MODEL, [batch]))
+        assert code == "StatusCode.UNAVAILABLE"  # nobody listens any more
