@@ -47,7 +47,8 @@ def grpc_settings(checkpoint) -> Callable[..., Settings]:
 
     def make(**overrides: object) -> Settings:
         base = {"checkpoint": checkpoint, "device": "cpu", "backend": "torch", "torch_threads": 1,
-                "decode_threads": 2, "max_batch_delay_ms": 2, "log_level": "warning", "grpc_port": free_port()}
+                "decode_threads": 2, "max_batch_delay_ms": 2, "log_level": "warning", "grpc_port": free_port(),
+                "host": "127.0.0.1"}  # explicit: a test elsewhere leaves RESNET_HOST set in the environment
         return Settings(**{**base, **overrides})
 
     return make

@@ -35,7 +35,7 @@ def _image(data: bytes = PNG) -> InferInput:
 
 
 def _url(settings) -> str:
-    return f"127.0.0.1:{settings.grpc_port}"
+    return f"{settings.host}:{settings.grpc_port}"
 
 
 async def _status(call) -> tuple[str, str]:
