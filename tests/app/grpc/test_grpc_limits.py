@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from types import SimpleNamespace
 
@@ -97,20 +98,41 @@ async def test_not_ready_is_unavailable_and_health_not_serving(grpc_settings):
         await server.stop(0)
 
 
-async def test_the_deadline_is_the_calls_or_the_request_timeout(grpc_settings):
-    # A lone FP32 item waits the whole batching delay (2 s) for company: past either deadline.
-    settings = grpc_settings(request_timeout_s=0.3, max_batch_delay_ms=2000)
+def slow_model(app, monkeypatch, gate: threading.Event) -> None:
+    """The served model's forward passes wait for `gate` (on the inference thread)."""
+    backend = app.state.service.model().backend
+    predict = backend.predict
+
+    def gated(batch):
+        gate.wait(30)
+        return predict(batch)
+
+    monkeypatch.setattr(backend, "predict", gated)
+
+
+def _zeros() -> InferInput:
     batch = InferInput("input", [1, 3, 32, 32], "FP32")
     batch.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
-    async with serve(settings), triton_aio.InferenceServerClient(_url(settings)) as client:
+    return batch
+
+
+async def test_the_deadline_is_the_calls_or_the_request_timeout(grpc_settings, monkeypatch):
+    gate = threading.Event()
+    settings = grpc_settings(request_timeout_s=0.3)
+    async with serve(settings) as (app, _), triton_aio.InferenceServerClient(_url(settings)) as client:
+        slow_model(app, monkeypatch, gate)
         start = time.monotonic()
-        code, message = await _status(client.infer(MODEL, [batch]))
+        code, message = await _status(client.infer(MODEL, [_zeros()]))
         assert code == "StatusCode.DEADLINE_EXCEEDED" and "0.3 s" in message  # RESNET_REQUEST_TIMEOUT_S
-        assert time.monotonic() - start < 1.5
-    settings = grpc_settings(request_timeout_s=30, max_batch_delay_ms=2000)
-    async with serve(settings), triton_aio.InferenceServerClient(_url(settings)) as client:
-        code, _ = await _status(client.infer(MODEL, [batch], client_timeout=0.3))  # the call's own deadline
+        assert time.monotonic() - start < 5
+        gate.set()
+    gate.clear()
+    settings = grpc_settings(request_timeout_s=30)
+    async with serve(settings) as (app, _), triton_aio.InferenceServerClient(_url(settings)) as client:
+        slow_model(app, monkeypatch, gate)
+        code, _ = await _status(client.infer(MODEL, [_zeros()], client_timeout=0.3))  # the call's own deadline
         assert code == "StatusCode.DEADLINE_EXCEEDED"
+        gate.set()
 
 
 async def test_message_size_limit(grpc_settings):
@@ -130,16 +152,21 @@ async def test_image_over_the_upload_limit_is_invalid_argument(grpc_settings):
         assert code == "StatusCode.INVALID_ARGUMENT" and "element 0" in message and "100 bytes" in message
 
 
-async def test_shutdown_drains_running_calls(grpc_settings):
-    settings = grpc_settings(max_batch_delay_ms=1500)  # a lone FP32 item waits 1.5 s for company
-    batch = InferInput("input", [1, 3, 32, 32], "FP32")
-    batch.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+async def test_shutdown_drains_running_calls(grpc_settings, monkeypatch):
+    gate = threading.Event()
+    settings = grpc_settings()
     async with triton_aio.InferenceServerClient(_url(settings)) as client:
-        async with serve(settings):
-            running = asyncio.create_task(client.infer(MODEL, [batch]))
-            await asyncio.sleep(0.5)  # in the batcher when shutdown begins
-            assert not running.done()
-        # the lifespan's shutdown returned: it waited for the call, which got its answer
+        async with serve(settings) as (app, _):
+            slow_model(app, monkeypatch, gate)
+            running = asyncio.create_task(client.infer(MODEL, [_zeros()]))
+            end = time.monotonic() + 10
+            while app.state.admission.in_flight < 1:  # admitted: running when shutdown begins
+                assert time.monotonic() < end and not running.done()
+                await asyncio.sleep(0.01)
+            asyncio.get_running_loop().call_later(0.5, gate.set)
+            shutdown_began = time.monotonic()
+        # the lifespan's shutdown waited for the call, which got its answer
+        assert time.monotonic() - shutdown_began >= 0.4
         assert running.done() and (await running).as_numpy("probabilities").shape == (1, 3)
-        code, _ = await _status(client.infer(MODEL, [batch]))
+        code, _ = await _status(client.infer(MODEL, [_zeros()]))
         assert code == "StatusCode.UNAVAILABLE"  # nobody listens any more
