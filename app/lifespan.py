@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.core.errors import StartupError
 from app.core.logging import configure_logging
+from app.grpc.server import GrpcServer, start_grpc
 from app.services.decode import DecodePool
 from app.services.inference import InferenceService
 from app.services.model_manager import ModelManager
@@ -44,25 +45,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except ResNetServiceError as e:
         _fail(app, str(e))
     predictor = BatchingPredictor(settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_size,
-                                  app.state.metrics.batch_observer())
+                                  app.state.oip_stats.observing(app.state.metrics.batch_observer()))
     pool = DecodePool(settings.resolved_decode_threads, settings.max_image_pixels, app.state.metrics)
     service = InferenceService(manager, predictor, pool, settings.default_top_k, settings.max_upload_bytes)
-    app.state.service = service  # from here /health/ready answers 503 until the model is in
+    app.state.service = service  # from here /health/ready answers 503 (gRPC UNAVAILABLE) until the model is in
+    grpc_server = GrpcServer()  # off until started
     try:
+        grpc_server = await start_grpc(app.state)
         await manager.start()
     except ResNetServiceError as e:
+        await grpc_server.stop(0)
         pool.close()
         app.state.service = None
         _fail(app, str(e))
     predictor.start()
     hup = _install_sighup(manager)
     manager.accept_reloads()
+    await grpc_server.serving()
     log.info("ready: %d torch threads, %d decode threads, batches of up to %d within %g ms",
              torch.get_num_threads(), settings.resolved_decode_threads, settings.max_batch_size,
              settings.max_batch_delay_ms)
     try:
         yield
     finally:
+        await grpc_server.stop(settings.request_timeout_s)  # drains gRPC calls while the batcher still runs
         await manager.close()
         if hup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

@@ -22,6 +22,7 @@ from app.core.config import Settings, get_settings, settings_error_line
 from app.core.metrics import ServiceMetrics
 from app.core.openapi import install_openapi
 from app.lifespan import failing_lifespan, lifespan
+from app.services.oip_stats import ModelStats
 
 DESCRIPTION = """Image classification with a ResNet checkpoint, with dynamic batching.
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None  # set by the lifespan; routes answer 503 `not_ready` until then
     app.state.startup_error = None
     app.state.metrics = ServiceMetrics()
+    app.state.oip_stats = ModelStats()  # Triton's statistics extension, on /v2 and gRPC
     app.state.admission = Admission(settings.queue_size + settings.max_batch_size, app.state.metrics.in_flight.set)
     routers = [predict.router, feature_maps.router, model.router, health.router, metrics.router, v2.router, ui.router]
     for router in routers:

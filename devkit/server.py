@@ -28,7 +28,8 @@ def server_env(**settings: object) -> dict[str, str]:
     """This environment without RESNET_* variables, plus CPU/torch defaults and `settings` as RESNET_<NAME>."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_")}
     env.update({"PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "RESNET_DEVICE": "cpu", "RESNET_BACKEND": "torch",
-                "RESNET_TORCH_THREADS": "1", "RESNET_DECODE_THREADS": "2", "RESNET_LOG_LEVEL": "info"})
+                "RESNET_TORCH_THREADS": "1", "RESNET_DECODE_THREADS": "2", "RESNET_LOG_LEVEL": "info",
+                "RESNET_GRPC_PORT": "0"})  # gRPC only where asked (grpc_port=free_port()): 8001 may be taken
     env.update({f"RESNET_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 

@@ -28,4 +28,6 @@ if [ ! -f "$stamp" ] && [ ! -f "$base[dev]" ]; then  # a dev install covers the 
   .venv/bin/pip install -q -e ".$extra"
   touch "$stamp"
 fi
+# Triton's perf_analyzer for the tests and bench/perf_analyzer.py (.venv/perf_analyzer/, a wrapper in .venv/bin/).
+[ "$DEV" = 1 ] && scripts/install-perf-analyzer.sh
 echo "==> ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("RESNET_GRPC_PORT", "0")  # apps built in tests serve no gRPC unless a test asks (8001 is shared)
 
 # torch is imported only once the variables above are set.
 from devkit.checkpoints import class_names, fashion_mnist_spec, make_checkpoint

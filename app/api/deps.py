@@ -7,7 +7,6 @@ state or the service's parts.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -17,8 +16,9 @@ from fastapi.security import APIKeyHeader
 from app.api.uploads import read_image, read_images
 from app.core.config import Settings
 from app.core.deadline import Deadline
-from app.core.errors import RELOAD_DISABLED, UNAUTHORIZED, ApiError, NotReadyError, UploadTooLargeError
+from app.core.errors import RELOAD_DISABLED, ApiError, NotReadyError, UploadTooLargeError
 from app.core.metrics import ServiceMetrics
+from app.core.security import check_api_key
 from app.services.inference import InferenceService
 from app.services.model_manager import ModelManager
 
@@ -69,17 +69,9 @@ async def admit(request: Request) -> AsyncIterator[None]:
         yield
 
 
-def _check_key(settings: Settings, provided: str | None) -> None:
-    expected = settings.api_key_value
-    if expected is None:
-        return
-    if provided is None or not hmac.compare_digest(provided.encode(), expected.encode()):
-        raise ApiError(UNAUTHORIZED, headers={"WWW-Authenticate": "APIKey"})
-
-
 def require_api_key(settings: SettingsDep, api_key: str | None = Security(api_key_header)) -> None:
     """401 unless RESNET_API_KEY is unset or the X-API-Key header matches it."""
-    _check_key(settings, api_key)
+    check_api_key(settings, api_key)
 
 
 def require_reload_enabled(settings: SettingsDep) -> None:
@@ -91,7 +83,7 @@ def require_reload_enabled(settings: SettingsDep) -> None:
 def require_metrics_key(settings: SettingsDep, api_key: str | None = Security(api_key_header)) -> None:
     """Like `require_api_key`, but only when RESNET_PROTECT_METRICS is on."""
     if settings.protect_metrics:
-        _check_key(settings, api_key)
+        check_api_key(settings, api_key)
 
 
 Files = list[tuple[str | None, bytes | UploadTooLargeError]]  # (filename, bytes or why they were refused)

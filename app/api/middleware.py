@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -14,17 +12,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_content
 from app.core.errors import INTERNAL_ERROR
-from app.core.logging import request_id_var
+from app.core.logging import request_id_or_new, request_id_var
 from app.core.metrics import ServiceMetrics
 
 access_log = logging.getLogger("app.access")
 log = logging.getLogger(__name__)
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def _request_id(scope: Scope) -> str:
-    incoming = Headers(scope=scope).get("x-request-id", "")
-    return incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+    return request_id_or_new(Headers(scope=scope).get("x-request-id"))
 
 
 class RequestContextMiddleware:

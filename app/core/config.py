@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
+    grpc_port: int = Field(8001, ge=0, le=65535)  # 0 or empty: no gRPC; 8001 is Triton's and KServe's gRPC port
+    grpc_max_message_bytes: int = Field(0, ge=0)  # 0: RESNET_MAX_UPLOAD_BYTES x RESNET_MAX_BATCH_FILES + 1 MiB
     model_name: str = Field("resnet", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
     @field_validator("device")
@@ -78,6 +80,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
+
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, v: object) -> object:
+        return 0 if isinstance(v, str) and not v.strip() else v
 
     @field_validator("api_key", "class_index", "onnx_path", "arch", "model_dir", mode="before")
     @classmethod

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _HANDLER_NAME = "resnet-json"
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_or_new(incoming: str | None) -> str:
+    """The client's request id (HTTP X-Request-ID, gRPC x-request-id) when it is a sane token, else a new one."""
+    return incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
 
 
 class JsonFormatter(logging.Formatter):

@@ -71,3 +71,67 @@ class InferResponseBody(BaseModel):
     model_version: str
     id: str | None = None
     outputs: list[InferOutputTensor]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ModelConfigTensor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    data_type: str = Field(description="Triton's type: TYPE_STRING (BYTES), TYPE_FP32.")
+    dims: list[int] = Field(description="Without the batch dimension (max_batch_size > 0).")
+    optional: bool | None = None
+
+
+class ModelConfig(BaseModel):
+    """Triton's model configuration (model_config.proto, JSON form)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int = Field(description="Most items per request (RESNET_MAX_BATCH_FILES).")
+    input: list[ModelConfigTensor]
+    output: list[ModelConfigTensor]
+    dynamic_batching: dict[str, Any]
+
+
+class StatDuration(BaseModel):
+    count: int
+    ns: int
+
+
+class InferStatistics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    success: StatDuration
+    fail: StatDuration
+    queue: StatDuration
+    compute_input: StatDuration
+    compute_infer: StatDuration
+    compute_output: StatDuration
+
+
+class ModelStatistics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    version: str
+    last_inference: int = Field(description="Milliseconds since the epoch of the last success (0: none yet).")
+    inference_count: int
+    execution_count: int
+    inference_stats: InferStatistics
+    batch_stats: list[dict[str, Any]]
+
+
+class ModelStatisticsResponse(BaseModel):
+    model_stats: list[ModelStatistics] = Field(description="This worker process's statistics.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -86,22 +87,29 @@ class InferenceService:
                              timing_ms=BatchTiming(total_ms=(time.perf_counter() - start) * 1e3))
 
     async def infer(self, images: list[bytes] | None, tensor: torch.Tensor | None, deadline: Deadline,
-                    model: LoadedModel) -> torch.Tensor:
+                    model: LoadedModel, on_result: Callable[[PredictResult, float], None] | None = None,
+                    ) -> torch.Tensor:
         """Probabilities (N, K) of encoded `images` or of a preprocessed `tensor` (N, C, H, W) on `model` (the one
         the request was validated against). Each item goes through the batcher like a `/v1/predict` request; the
-        first item that cannot be used fails the request with an `ElementError` naming it."""
+        first item that cannot be used fails the request with an `ElementError` naming it. `on_result(result,
+        decode_s)` sees each item's timings."""
 
         async def image(index: int, data: bytes) -> torch.Tensor:
             try:
                 if len(data) > self.max_upload_bytes:
                     raise UploadTooLargeError(self.max_upload_bytes)
-                result, _ = await self._decode_and_predict(data, model, deadline)
+                result, decode_s = await self._decode_and_predict(data, model, deadline)
             except ImageError as e:
                 raise ElementError(f"input 'image' element {index}", e) from None
+            if on_result is not None:
+                on_result(result, decode_s)
             return result.logits
 
         async def row(x: torch.Tensor) -> torch.Tensor:
-            return (await self.predictor.predict(x, model.backend, deadline)).logits
+            result = await self.predictor.predict(x, model.backend, deadline)
+            if on_result is not None:
+                on_result(result, 0.0)
+            return result.logits
 
         jobs = [image(i, d) for i, d in enumerate(images)] if images is not None else [row(x) for x in tensor]
         results = await asyncio.gather(*jobs, return_exceptions=True)

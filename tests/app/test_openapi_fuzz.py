@@ -33,7 +33,9 @@ OPERATIONS = {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/feature-ma
               "GET /v2", "GET /v2/health/live", "GET /v2/health/ready", "GET /v2/models/{name}",
               "GET /v2/models/{name}/versions/{version}", "GET /v2/models/{name}/ready",
               "GET /v2/models/{name}/versions/{version}/ready", "POST /v2/models/{name}/infer",
-              "POST /v2/models/{name}/versions/{version}/infer"}
+              "POST /v2/models/{name}/versions/{version}/infer", "GET /v2/models/{name}/config",
+              "GET /v2/models/{name}/versions/{version}/config", "GET /v2/models/{name}/stats",
+              "GET /v2/models/{name}/versions/{version}/stats"}
 
 
 def _fuzz(operation, mode: GenerationMode, calls: list[str]) -> None:

@@ -58,6 +58,7 @@ KUSTOMIZE_KINDS = {"Kustomization", "Component"}
 # Applied on demand (kubectl create -f / apply -f), deliberately in no kustomization.
 OPT_IN = {TRAIN_JOB, PYTORCHJOB, K8S / "models-shell.yaml"}
 RESNET_NAME = re.compile(r"\bRESNET_[A-Z0-9_]+\b")
+GRPC_PORT = Settings.model_fields["grpc_port"].default  # the default: the tests' environment turns gRPC off
 API_LABELS = {"app.kubernetes.io/name": "resnet-service", "app.kubernetes.io/component": "api"}
 
 
@@ -301,7 +302,9 @@ def test_probes_ask_routes_the_app_serves_on_the_images_port():
         [spec] = pod_specs(doc)
         c = spec["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert list(ports.values()) == [port], f"{doc['kind']} container port is not the image's {port}"
+        grpc_name = "h2c" if doc["kind"] == "InferenceService" else "grpc"  # KServe finds gRPC by the name h2c
+        assert list(ports.values()) == [port, GRPC_PORT], f"{doc['kind']}: HTTP {port}, then gRPC"
+        assert list(ports)[1] == grpc_name, doc["kind"]
         assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
         assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -327,8 +330,10 @@ def test_service_and_scrape_annotation_use_the_container_port():
     service = one(K8S / "service.yaml", "Service")
     template = deployment()["spec"]["template"]
     c = template["spec"]["containers"][0]
-    [port] = service["spec"]["ports"]
+    port, grpc = service["spec"]["ports"]
     assert port["targetPort"] in {p["name"] for p in c["ports"]} | {image_port()}
+    assert (grpc["port"], grpc["targetPort"], grpc["appProtocol"]) == (GRPC_PORT, "grpc", "kubernetes.io/h2c")
+    assert grpc["targetPort"] in {p["name"] for p in c["ports"]}
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     assert template["metadata"]["annotations"]["prometheus.io/port"] == str(image_port())
 

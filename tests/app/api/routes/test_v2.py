@@ -63,7 +63,7 @@ def test_health_and_metadata(client, checkpoint):
     spec = ckpt.preprocess
     assert meta["name"] == MODEL and meta["versions"] == ["1"]
     inputs = {t["name"]: t for t in meta["inputs"]}
-    assert (inputs["image"]["datatype"], inputs["image"]["shape"]) == ("BYTES", [-1])
+    assert (inputs["image"]["datatype"], inputs["image"]["shape"]) == ("BYTES", [-1, 1])  # Triton's dims [1]
     shape = [-1, spec.channels, spec.crop, spec.crop]
     assert (inputs["input"]["datatype"], inputs["input"]["shape"]) == ("FP32", shape)
     assert inputs["input"]["parameters"] == {"resize": spec.resize, "crop": spec.crop, "mean": list(spec.mean),
@@ -138,7 +138,7 @@ def _post(server, body: bytes, headers: dict[str, str] | None = None, path: str 
     ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["**not base64**"]}]}, "base64"),
     ({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 2, 2], "data": [0.0] * 12}]}, "shape [N, 3"),
     ({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1], "data": [1]}]}, "unknown input"),
-    ({"inputs": []}, "exactly one"),
+    ({"inputs": []}, "must hold one tensor"),
     ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}],
       "outputs": [{"name": "logits"}]}, "unknown output"),
 ])
