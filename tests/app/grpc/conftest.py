@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from devkit.server import Server, free_port, start_server
 
 from app.core.config import Settings
+from devkit.server import Server, free_port, start_server
 
 
 @dataclass

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from devkit.images import image_bytes
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from devkit.images import image_bytes
 from models import load_checkpoint, load_image_tensor
 
 MODEL = "resnet"

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as triton_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from devkit.asgi import serve
-from devkit.images import image_bytes
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
@@ -23,6 +21,8 @@ from app.core.admission import Admission
 from app.core.metrics import ServiceMetrics
 from app.grpc.server import max_message_bytes, start_grpc
 from app.services.oip_stats import ModelStats
+from devkit.asgi import serve
+from devkit.images import image_bytes
 
 pytestmark = pytest.mark.anyio
 MODEL = "resnet"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from conftest import start_grpc_server
+
 from devkit.images import image_bytes
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.http as triton
-from devkit.images import image_bytes
 
+from devkit.images import image_bytes
 from models import load_checkpoint, load_image_tensor
 
 SCRIPT = Path(__file__).with_name("kserve_client.py")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from devkit import perf_analyzer
 from devkit.images import image_bytes
 

@@ -8,6 +8,7 @@ import base64
 import json
 
 import pytest
+
 from devkit.asgi import serve
 from devkit.images import image_bytes
 
