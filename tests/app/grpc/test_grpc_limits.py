@@ -100,7 +100,7 @@ async def test_not_ready_is_unavailable_and_health_not_serving(grpc_settings):
 
 def slow_model(app, monkeypatch, gate: threading.Event) -> None:
     """The served model's forward passes wait for `gate` (on the inference thread)."""
-    backend = app.state.service.model().backend
+    backend = app.state.service.manager.model().backend
     predict = backend.predict
 
     def gated(batch):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from conftest import start_grpc_server
+from tests.app.grpc.conftest import start_grpc_server
 
 from devkit.images import image_bytes
 

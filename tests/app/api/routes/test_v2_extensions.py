@@ -32,7 +32,7 @@ async def test_health_bodies(checkpoint):
             assert (await client.get(path)).json() == {"name": MODEL, "ready": True}
         r = await client.get("/v2/models/other/ready")
         assert r.status_code == 404 and set(r.json()) == {"error"}
-        await asyncio.to_thread(app.state.service.predictor.stop)  # as shutdown does first: not ready
+        await app.state.service.manager.close()  # as shutdown does: not ready from here
         r = await client.get("/v2/health/ready")
         assert r.status_code == 503 and set(r.json()) == {"error"}
         assert (await client.get("/v2/health/live")).json() == {"live": True}
