@@ -9,29 +9,26 @@ is read, so explanations never take the decode pool or the inference queue from 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 from torch import nn
 
 from app.core.admission import Admission
 from app.core.config import Settings
-from app.core.errors import DeadlineExceededError, ExplainBusyError, UnknownLayerError, UnknownTargetError
+from app.core.errors import ExplainBusyError, UnknownLayerError, UnknownTargetError
 from app.core.metrics import ServiceMetrics
 from app.services.model_manager import LoadedModel, resolve_device
+from app.services.pools import run_by_deadline
 from models import load_image_tensor
 from models.explain import Explanation, explain, explainable_copy
 from models.explain_render import overlay_png
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,16 +99,9 @@ class ExplainService:
         layers = model.feature_layers
         if layer is not None and layer not in layers:
             raise UnknownLayerError(layer, layers)
-        index = class_index(target, model.checkpoint.classes)
-        return await self._in_pool(lambda: self._work(model, data, index, method, layer or layers[-1], png),
-                                   deadline)
-
-    async def _in_pool(self, fn: Callable[[], T], deadline: float) -> T:
-        future = asyncio.wrap_future(self.pool.submit(fn))
-        try:
-            return await asyncio.wait_for(future, timeout=max(deadline - time.monotonic(), 0.0))
-        except TimeoutError:
-            raise DeadlineExceededError(self.settings.request_timeout_s) from None
+        index, layer = class_index(target, model.checkpoint.classes), layer or layers[-1]
+        return await run_by_deadline(self.pool, lambda: self._work(model, data, index, method, layer, png), deadline,
+                                     self.settings.request_timeout_s)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
