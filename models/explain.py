@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from captum.attr import LayerGradCam, LayerGradientXActivation
 from torch import nn
 
 Method = Literal["gradcam", "layercam"]
@@ -78,8 +79,6 @@ def explainable_copy(model: nn.Module, device: torch.device | str | None = None)
 def _class_map(model: nn.Module, x: torch.Tensor, target: int | None, method: str,
                module: nn.Module) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(map at the layer's resolution (h, w), the class explained, logits (K,)) with one forward and backward."""
-    from captum.attr import LayerGradCam, LayerGradientXActivation
-
     seen: dict[str, torch.Tensor] = {}
 
     def class_score(inputs: torch.Tensor) -> torch.Tensor:
