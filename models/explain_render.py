@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
 from collections.abc import Iterable
@@ -18,7 +19,6 @@ from tqdm import tqdm
 
 from models.atomic import atomic_write_bytes
 from models.errors import CheckpointError, ImageError
-from models.explain import explain, explainable_copy
 from models.preprocess import PreprocessSpec, load_image_tensor
 
 COLORMAP = "jet"  # blue = no evidence, red = the most; the Grad-CAM paper's scale, recognised by readers
@@ -27,8 +27,9 @@ MIN_SIDE = 224  # small crops (28 px Fashion-MNIST) are enlarged to be seen
 _BAR_W, _GAP, _LABEL_W = 14, 8, 34
 
 
+@functools.lru_cache(maxsize=4)
 def colour_lut(name: str = COLORMAP) -> np.ndarray:
-    """(256, 3) uint8 colours of a matplotlib colormap (read once per call; no pyplot, no display)."""
+    """(256, 3) uint8 colours of a matplotlib colormap (no pyplot, no display)."""
     import matplotlib
 
     return (matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
@@ -98,6 +99,8 @@ def write_explanations(model: nn.Module, spec: PreprocessSpec, files: list[str],
                        method: str = "gradcam", layer: str | None = None, progress: bool | None = False) -> int:
     """One overlay PNG per image file (top-1 class) into `out_dir`; the number written. Unreadable files are skipped
     with a line on stderr. `progress`: a tqdm bar on stderr (None = only when stderr is a terminal)."""
+    from models.explain import explain, explainable_copy  # Captum loads here: plain predictions do not wait for it
+
     if not getattr(model, "feature_layers", None):
         raise CheckpointError("explanations need a torch checkpoint (an ONNX file has no gradients to follow)")
     private = explainable_copy(model, next(model.parameters()).device)
@@ -114,3 +117,16 @@ def write_explanations(model: nn.Module, spec: PreprocessSpec, files: list[str],
         atomic_write_bytes(out_dir / name, overlay_png(image, result.heatmap, spec))
         written += 1
     return written
+
+
+def explain_into(model: nn.Module | None, spec: PreprocessSpec, files: list[str], out_dir: Path,
+                 progress: bool | None = None, prog: str = "resnet-predict") -> None:
+    """`resnet-predict --explain DIR`: `write_explanations`, its outcome said on stderr; exit 1 when it cannot run."""
+    try:
+        if model is None:
+            raise CheckpointError("--explain needs a torch checkpoint (an ONNX file has no gradients to follow)")
+        written = write_explanations(model, spec, files, out_dir, progress=progress)
+    except (CheckpointError, OSError) as e:
+        print(f"{prog}: error: --explain {out_dir}: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"{prog}: wrote {written} heatmaps to {out_dir}", file=sys.stderr)

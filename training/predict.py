@@ -29,6 +29,7 @@ from models.atomic import atomic_write
 from models.backends import InferenceBackend, TorchBackend, use_channels_last
 from models.checkpoint import read_class_index
 from models.device import DeviceError, resolve_device
+from models.explain_render import explain_into
 from models.postprocess import top_k
 from training.config import HelpFormatter, non_negative_int, positive_int
 from training.data import IMAGE_EXTENSIONS
@@ -234,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "images; 0 = decode in the main process")
     runtime.add_argument("--threads", type=non_negative_int, default=0, help="intra-op threads of torch or ONNX "
                          "Runtime; 0 = the library's default")
+    output.add_argument("--explain", default=None, metavar="DIR", help="also write one PNG per image into DIR: the "
+                        "Grad-CAM heatmap of its top-1 class over the crop the model saw, with a colour scale (torch "
+                        "checkpoints only; default: off)")
     runtime.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="progress bar on stderr (default: on when stderr is a terminal)")
     return p
@@ -280,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({"results": results}, indent=2, ensure_ascii=False))
         elif results:
             print(format_text(results))
+    if args.explain:
+        explain_into(getattr(model.backend, "model", None), model.preprocess, paths, Path(args.explain), args.progress)
     if failed or empty:
         raise SystemExit(1)
 
