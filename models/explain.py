@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from captum.attr import LayerGradCam, LayerGradientXActivation
 from torch import nn
 
 Method = Literal["gradcam", "layercam"]
-METHODS: tuple[str, ...] = ("gradcam", "layercam")
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ INVALID_CONFIGURATION = ErrorKind(422, "invalid_configuration", "{detail}")
 INTERNAL_ERROR = ErrorKind(500, "internal_error", "internal server error")
 NOT_READY = ErrorKind(503, "not_ready", "the model is not loaded yet; retry shortly")
 OVERLOADED = ErrorKind(503, "overloaded", "the inference queue is full; retry shortly")
-EXPLAIN_OVERLOADED = ErrorKind(503, "overloaded", "{limit} explanations are already running (the limit, "
-                               "RESNET_EXPLAIN_CONCURRENCY); retry shortly")
+EXPLAIN_OVERLOADED = ErrorKind(503, "overloaded", "all {limit} explanation slots are busy "
+                               "(RESNET_EXPLAIN_CONCURRENCY); retry shortly")
 TIMEOUT = ErrorKind(504, "timeout", "the request did not finish within {timeout:g} s")
 
 

@@ -1,15 +1,14 @@
 """Shape of `POST /v1/explain`'s JSON answer (sent with `Accept: application/json`)."""
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
 from app.schemas.predict import Prediction
+from models.explain import Method
 
 
 class ExplainResponse(BaseModel):
     target: Prediction = Field(description="The class explained: its label, index and softmax score.")
-    method: Literal["gradcam", "layercam"] = Field(description="The class-activation method used.")
+    method: Method = Field(description="The class-activation method used.")
     layer: str = Field(description="The layer whose activations and gradients made the map.", examples=["layer3"])
     size: list[int] = Field(min_length=2, max_length=2, description="[height, width] of the heatmap: the crop.")
     heatmap: list[list[float]] = Field(description="Rows of the heatmap, values in [0, 1] (1 = the most evidence "

@@ -102,6 +102,3 @@ class ExplainService:
         index, layer = class_index(target, model.checkpoint.classes), layer or layers[-1]
         return await run_by_deadline(self.pool, lambda: self._work(model, data, index, method, layer, png), deadline,
                                      self.settings.request_timeout_s)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -135,7 +135,7 @@ async def test_explanations_over_the_limit_get_503_and_predictions_go_on(setting
         again = await client.post("/v1/explain", **upload())
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.json()["error"] == {"code": "overloaded", "message": (
-        "1 explanations are already running (the limit, RESNET_EXPLAIN_CONCURRENCY); retry shortly")}
+        "all 1 explanation slots are busy (RESNET_EXPLAIN_CONCURRENCY); retry shortly")}
     assert predicted.status_code == 200 and again.status_code == 200
 
 
