@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "Runtime; 0 = the library's default")
     output.add_argument("--explain", default=None, metavar="DIR", help="also write one PNG per image into DIR: the "
                         "Grad-CAM heatmap of its top-1 class over the crop the model saw, with a colour scale (torch "
-                        "checkpoints only; default: off)")
+                        "checkpoints only) (default: off)")
     runtime.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="progress bar on stderr (default: on when stderr is a terminal)")
     return p
