@@ -112,7 +112,8 @@ async def test_default_model_heatmaps_equal_the_reference():
     check_against_reference(DEFAULT_MODEL, image, QUERIES_DEFAULT_MODEL, answers)
 
 
-QUERIES_RESNET18 = [{}, {"target": "4"}, {"layer": "layer3"}, {"method": "layercam", "target": "2"}]
+QUERIES_RESNET18 = [{}, {"target": "4"}, {"layer": "layer3"}, {"layer": "conv1", "target": "1"},
+                    {"method": "layercam", "target": "2"}]
 
 
 async def test_resnet18_heatmaps_equal_the_reference(resnet18_checkpoint):
