@@ -2,9 +2,14 @@
 the model-randomisation check (Adebayo et al., 2018).
 
 The data: 32x32 grayscale noise with one bright 8x8 patch; the class is the quadrant the patch is in (jittered by up
-to 3 px). A CNN that pools globally cannot see absolute position, so the patch carries a faint texture that is a fixed
+to 3 px). A CNN that pools globally cannot see absolute position, so the patch carries a texture that is a fixed
 function of the position (stripes of a different direction per quadrant): the location is visible on the patch and
-nowhere else, and a correct heatmap must peak on it.
+nowhere else, and a correct heatmap must peak on it. A decoy patch, as bright but plain, sits in another quadrant:
+brightness alone does not win the game (an untrained model, which follows brightness, is checked to lose it).
+
+A hit is a maximum on the patch or at most 1 px beside it: the pointing game of Zhang et al. (2016) allows 15 px at
+ImageNet scale, and here 1 px is half a cell of the 16x16 layer the map is upsampled from (the misses without it are
+all exactly one pixel off the patch's edge, the half-cell offset of a stride-2 map).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def patch_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[tu
     x = 0.1 * torch.randn(n, 1, SIZE, SIZE, generator=g)
     y = torch.randint(0, len(CENTERS), (n,), generator=g)
     shift = torch.randint(-JITTER, JITTER + 1, (n, 2), generator=g)
+    other = torch.randint(1, len(CENTERS), (n,), generator=g)
     corners = []
     for i in range(n):
         cy, cx = CENTERS[int(y[i])]
@@ -36,6 +42,8 @@ def patch_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[tu
         texture = STRIPES[int(y[i])][top:top + PATCH, left:left + PATCH].float()
         x[i, 0, top:top + PATCH, left:left + PATCH] += 1.0 + texture  # bright: 1..2 over noise of 0.1
         corners.append((top, left))
+        dy, dx = CENTERS[(int(y[i]) + int(other[i])) % len(CENTERS)]  # a decoy as bright, in another quadrant
+        x[i, 0, dy - PATCH // 2:dy + PATCH // 2, dx - PATCH // 2:dx + PATCH // 2] += 1.5
     return x, y, corners
 
 
@@ -64,6 +72,12 @@ def trained() -> ResNet:
     return model
 
 
+def on_patch(heatmap: torch.Tensor, top: int, left: int, tolerance: int = 1) -> bool:
+    """Whether the heatmap's maximum lies on the patch (or within `tolerance` pixels of it)."""
+    row, col = divmod(int(heatmap.argmax()), SIZE)
+    return top - tolerance <= row < top + PATCH + tolerance and left - tolerance <= col < left + PATCH + tolerance
+
+
 def heatmaps(model: ResNet, images: torch.Tensor, labels: torch.Tensor, method: str = "gradcam") -> list[torch.Tensor]:
     private = explainable_copy(model)
     return [explain(private, image, int(label), method).heatmap for image, label in zip(images, labels, strict=True)]
@@ -72,21 +86,17 @@ def heatmaps(model: ResNet, images: torch.Tensor, labels: torch.Tensor, method: 
 @pytest.mark.parametrize("method", METHODS)
 def test_pointing_game_the_heatmap_peaks_on_the_patch(trained, method):
     images, labels, corners = patch_images(100, seed=2)  # held out: other noise, other positions
-    hits = 0
-    for heatmap, (top, left) in zip(heatmaps(trained, images, labels, method), corners, strict=True):
-        row, col = divmod(int(heatmap.argmax()), SIZE)
-        hits += top <= row < top + PATCH and left <= col < left + PATCH
+    maps = heatmaps(trained, images, labels, method)
+    hits = sum(on_patch(heatmap, top, left) for heatmap, (top, left) in zip(maps, corners, strict=True))
     assert hits >= 90, f"{hits}/100 maxima on the patch"
 
 
 def test_pointing_game_is_not_won_by_chance(trained):
     """The same count for an untrained model: far below, so that the 90 % above says something about the method."""
     images, labels, corners = patch_images(100, seed=2)
-    hits = 0
-    for heatmap, (top, left) in zip(heatmaps(tiny_resnet(seed=5).eval(), images, labels), corners, strict=True):
-        row, col = divmod(int(heatmap.argmax()), SIZE)
-        hits += top <= row < top + PATCH and left <= col < left + PATCH
-    assert hits < 75
+    maps = heatmaps(tiny_resnet(seed=5).eval(), images, labels)
+    hits = sum(on_patch(heatmap, top, left) for heatmap, (top, left) in zip(maps, corners, strict=True))
+    assert hits < 75, f"{hits}/100 maxima on the patch for an untrained model"
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -98,9 +108,13 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_model_randomisation_changes_the_heatmap(trained):
-    """Re-initialised weights, same architecture, same images: the maps must not stay alike (mean correlation < 0.5)."""
+    """Re-initialised weights, same architecture, same images: the maps must not stay alike. Mean correlation over 50
+    images and 8 re-initialisations < 0.5 (one re-initialisation alone ranges from about 0.1 to 0.6 here: random
+    convolutions still respond to the bright patches, so a single draw would make a flaky test)."""
     images, labels, _ = patch_images(50, seed=3)
-    random_model = tiny_resnet(seed=7).eval()
-    pairs = zip(heatmaps(trained, images, labels), heatmaps(random_model, images, labels), strict=True)
-    correlations = [correlation(a, b) for a, b in pairs]
-    assert sum(correlations) / len(correlations) < 0.5
+    trained_maps = heatmaps(trained, images, labels)
+    means = []
+    for seed in range(7, 15):
+        random_maps = heatmaps(tiny_resnet(seed=seed).eval(), images, labels)
+        means.append(sum(correlation(a, b) for a, b in zip(trained_maps, random_maps, strict=True)) / len(images))
+    assert sum(means) / len(means) < 0.5, means
