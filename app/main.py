@@ -15,19 +15,20 @@ from app import __version__
 from app.api.body_limit import BodyLimitMiddleware, RouteLimits
 from app.api.errors import install_error_handlers
 from app.api.middleware import QuietStartupFailureMiddleware, RequestContextMiddleware
-from app.api.routes import feature_maps, health, metrics, model, predict, ui, v2
+from app.api.routes import explain, feature_maps, health, metrics, model, predict, ui, v2
 from app.api.routes.docs import install_docs
 from app.core.admission import Admission
 from app.core.config import Settings, get_settings, settings_error_line
 from app.core.metrics import ServiceMetrics
 from app.core.openapi import install_openapi
 from app.lifespan import failing_lifespan, lifespan
+from app.services.explain import ExplainService
 from app.services.oip_stats import ModelStats
 
 DESCRIPTION = """Image classification with a ResNet checkpoint, with dynamic batching.
 
 Errors are always `{"error": {"code": "...", "message": "..."}}`. When the service runs with `RESNET_API_KEY`,
-send the key in the `X-API-Key` header to the predict, batch, feature-map and reload endpoints."""
+send the key in the `X-API-Key` header to the predict, batch, feature-map, explain and reload endpoints."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ServiceMetrics()
     app.state.oip_stats = ModelStats()  # Triton's statistics extension, on /v2 and gRPC
     app.state.admission = Admission(settings.queue_size + settings.max_batch_size, app.state.metrics.in_flight.set)
-    routers = [predict.router, feature_maps.router, model.router, health.router, metrics.router, v2.router, ui.router]
+    app.state.explainer = ExplainService(settings, app.state.metrics)
+    routers = [predict.router, feature_maps.router, explain.router, model.router, health.router, metrics.router,
+               v2.router, ui.router]
     for router in routers:
         app.include_router(router)
     install_docs(app)

@@ -31,6 +31,7 @@ from models.checkpoint import read_class_index
 from models.cli import run_cli
 from models.device import DeviceError, resolve_device
 from models.errors import ConfigError
+from models.explain_render import write_explanations
 from models.postprocess import top_k
 from models.preprocess import IMAGE_EXTENSIONS
 from training.config import HelpFormatter, non_negative_int, positive_int
@@ -219,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "images; 0 = decode in the main process")
     runtime.add_argument("--threads", type=non_negative_int, default=0, help="intra-op threads of torch or ONNX "
                          "Runtime; 0 = the library's default")
+    output.add_argument("--explain", default=None, metavar="DIR", help="also write one PNG per image into DIR: the "
+                        "Grad-CAM heatmap of its top-1 class over the crop the model saw, with a colour scale (torch "
+                        "checkpoints only) (default: off)")
     runtime.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="progress bar on stderr (default: on when stderr is a terminal)")
     return p
@@ -236,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     """Predict every image; 1 when some image could not be read or a folder held none, else 0."""
+    if args.explain and Path(args.checkpoint).suffix.lower() == ".onnx":
+        raise ConfigError("--explain needs a torch checkpoint (an ONNX file has no gradients to follow)")
     try:
         model = load_predictor(args)
     except DeviceError as e:
@@ -265,8 +271,18 @@ def predict(args: argparse.Namespace) -> int:
             print(json.dumps({"results": results}, indent=2, ensure_ascii=False))
         elif results:
             print(format_text(results))
+    if args.explain:
+        write_heatmaps(model, paths, Path(args.explain), args.progress)
     return 1 if failed or empty else 0
 
+
+def write_heatmaps(model: Predictor, paths: list[str], out_dir: Path, progress: bool | None) -> None:
+    """`--explain DIR`: one Grad-CAM overlay PNG per image, on the checkpoint's torch model."""
+    try:
+        written = write_explanations(model.backend.model, model.preprocess, paths, out_dir, progress=progress)
+    except OSError as e:
+        raise ConfigError(f"--explain {out_dir}: {e.strerror or e}") from None
+    print(f"resnet-predict: wrote {written} heatmaps to {out_dir}", file=sys.stderr)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,16 +16,19 @@ from app.core.errors import QueueFullError
 class Admission:
     """A non-blocking counter of image requests in the pipeline, at most `limit` at once."""
 
-    def __init__(self, limit: int, observe: Callable[[int], None] = lambda n: None) -> None:
+    def __init__(self, limit: int, observe: Callable[[int], None] = lambda n: None,
+                 refuse: Callable[[int], QueueFullError] = lambda n: QueueFullError(f"{n} image requests in flight"),
+                 ) -> None:
         self.limit = limit
         self.in_flight = 0
         self._observe = observe
+        self._refuse = refuse  # the error when full, given the limit (default: the inference pipeline's)
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         """Hold a slot for the duration of the block; QueueFullError at once when none is free."""
         if self.in_flight >= self.limit:
-            raise QueueFullError(f"{self.in_flight} image requests in flight")
+            raise self._refuse(self.limit)
         self.in_flight += 1  # event-loop code only: no lock needed
         self._observe(self.in_flight)
         try:

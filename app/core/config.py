@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0)
     decode_threads: int = Field(0, ge=0)
     default_top_k: int = Field(5, ge=1)
+    explain_concurrency: int = Field(1, ge=1, le=64)  # /v1/explain: explanations at once; more get 503
     api_key: SecretStr | None = None
     protect_metrics: bool = False
     cors_origins: list[str] = []

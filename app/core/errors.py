@@ -55,11 +55,16 @@ INVALID_REQUEST = ErrorKind(422, "invalid_request", "{detail}")
 MISSING_FILE = ErrorKind(422, "missing_file", "the multipart form needs an image file in the field {field!r}")
 TOO_MANY_FILES = ErrorKind(422, "too_many_files", "too many files; the limit is {limit} per request")
 UNKNOWN_LAYER = ErrorKind(422, "unknown_layer", "unknown layer {layer!r}; choose one of {choices}")
+UNKNOWN_TARGET = ErrorKind(422, "unknown_target",
+                           "unknown target {target!r}; give a class index 0..{last} or one of the class labels "
+                           "(GET /v1/model lists them)")
 INVALID_CHECKPOINT = ErrorKind(422, "invalid_checkpoint", "{detail}")
 INVALID_CONFIGURATION = ErrorKind(422, "invalid_configuration", "{detail}")
 INTERNAL_ERROR = ErrorKind(500, "internal_error", "internal server error")
 NOT_READY = ErrorKind(503, "not_ready", "the model is not loaded yet; retry shortly")
 OVERLOADED = ErrorKind(503, "overloaded", "the inference queue is full; retry shortly")
+EXPLAIN_OVERLOADED = ErrorKind(503, "overloaded", "all {limit} explanation slots are busy "
+                               "(RESNET_EXPLAIN_CONCURRENCY); retry shortly")
 TIMEOUT = ErrorKind(504, "timeout", "the request did not finish within {timeout:g} s")
 
 
@@ -79,6 +84,14 @@ class UnknownLayerError(ResNetServiceError):
         self.layer, self.choices = layer, choices
 
 
+class UnknownTargetError(ResNetServiceError):
+    """The class to explain is neither a label nor an index of the model's classes."""
+
+    def __init__(self, target: str, num_classes: int) -> None:
+        super().__init__(f"unknown target {target!r}")
+        self.target, self.num_classes = target, num_classes
+
+
 class ServiceConfigError(ResNetServiceError):
     """The settings ask for something this machine cannot do (no CUDA, backend not installed, ...)."""
 
@@ -93,6 +106,14 @@ class NotReadyError(ResNetServiceError):
 
 class QueueFullError(ResNetServiceError):
     """The bounded inference queue is full."""
+
+
+class ExplainBusyError(QueueFullError):
+    """RESNET_EXPLAIN_CONCURRENCY explanations are running already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} explanations in flight")
+        self.limit = limit
 
 
 class ForbiddenPathError(ResNetServiceError):
@@ -162,6 +183,8 @@ def api_error_from(exc: ResNetServiceError) -> ApiError:
         err = api_error_from(exc.cause)
         err.message = f"{exc.label}: {err.message}"
         return err
+    if isinstance(exc, ExplainBusyError):
+        return ApiError(EXPLAIN_OVERLOADED, headers=dict(_RETRY), limit=exc.limit)
     if isinstance(exc, QueueFullError):
         return ApiError(OVERLOADED, headers=dict(_RETRY))
     if isinstance(exc, ForbiddenPathError):
@@ -172,6 +195,8 @@ def api_error_from(exc: ResNetServiceError) -> ApiError:
         return ApiError(PAYLOAD_TOO_LARGE, limit=exc.limit)
     if isinstance(exc, UnknownLayerError):
         return ApiError(UNKNOWN_LAYER, layer=exc.layer, choices=", ".join(exc.choices))
+    if isinstance(exc, UnknownTargetError):
+        return ApiError(UNKNOWN_TARGET, target=exc.target, last=exc.num_classes - 1)
     if isinstance(exc, DeadlineExceededError):
         return ApiError(TIMEOUT, timeout=exc.timeout_s or 0.0)
     if isinstance(exc, UploadTimeoutError):

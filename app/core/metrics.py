@@ -51,6 +51,8 @@ class ServiceMetrics:
                                     buckets=_LATENCY_BUCKETS, registry=r)
         self.inference = Histogram("resnet_inference_seconds", "Duration of one forward pass",
                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.explain = Histogram("resnet_explain_seconds", "Duration of one explanation (decode, forward, backward, "
+                                 "drawing), by method", ["method"], buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("resnet_batch_size", "Images per forward pass", buckets=_BATCH_BUCKETS,
                                     registry=r)
         self.queue_depth = Gauge("resnet_queue_depth", "Requests waiting in the inference queue", registry=r,

@@ -54,13 +54,29 @@ def drop_unused_security(schema: dict[str, Any], api_key: bool, protect_metrics:
 
 
 def declare_layers(schema: dict[str, Any], layers: list[str] | None) -> dict[str, Any]:
-    """`layer` of `POST /v1/feature-maps` as an enum of the served model's feature layers (exactly what it accepts)."""
-    operation = schema.get("paths", {}).get("/v1/feature-maps", {}).get("post", {})
+    """`layer` of `POST /v1/feature-maps` and `/v1/explain` as an enum of the served model's feature layers (exactly
+    what they accept; the explanation's default is the last one)."""
+    for path, default in (("/v1/feature-maps", 0), ("/v1/explain", -1)):
+        operation = schema.get("paths", {}).get(path, {}).get("post", {})
+        for param in operation.get("parameters", []):
+            if param.get("name") == "layer" and layers:
+                param["schema"]["enum"] = list(layers)
+                param["schema"].pop("nullable", None)
+                if param["schema"].get("default") not in layers:
+                    param["schema"]["default"] = layers[default]
+    return schema
+
+
+def declare_targets(schema: dict[str, Any], classes: list[str] | None) -> dict[str, Any]:
+    """`target` of `POST /v1/explain`: an index 0..K-1 or one of the served model's labels (exactly what it takes)."""
+    operation = schema.get("paths", {}).get("/v1/explain", {}).get("post", {})
     for param in operation.get("parameters", []):
-        if param.get("name") == "layer" and layers:
-            param["schema"]["enum"] = list(layers)
-            if param["schema"].get("default") not in layers:
-                param["schema"]["default"] = layers[0]
+        if param.get("name") == "target" and classes:
+            description = param["schema"].get("description")
+            param["schema"] = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": len(classes) - 1},
+                                         {"type": "string", "enum": list(classes)}]}
+            if description:
+                param["schema"]["description"] = description
     return schema
 
 
@@ -71,14 +87,16 @@ def install_openapi(app: FastAPI) -> None:
         service = app.state.service
         model = service.manager.current if service is not None else None
         layers = model.feature_layers if model is not None else None
-        if app.openapi_schema is None or getattr(app.state, "openapi_layers", None) != layers:
+        classes = model.checkpoint.classes if model is not None else None
+        if app.openapi_schema is None or getattr(app.state, "openapi_layers", None) != (layers, classes):
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes, tags=app.openapi_tags)
             schema = to_openapi_30(schema)
             schema["openapi"] = OPENAPI_VERSION
             settings = app.state.settings
             schema = drop_unused_security(schema, settings.api_key_value is not None, settings.protect_metrics)
-            app.openapi_schema, app.state.openapi_layers = declare_layers(schema, layers), layers
+            schema = declare_targets(declare_layers(schema, layers), classes)
+            app.openapi_schema, app.state.openapi_layers = schema, (layers, classes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

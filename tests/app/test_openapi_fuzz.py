@@ -28,8 +28,8 @@ from schemathesis.specs.openapi.checks import (
 pytestmark = pytest.mark.slow
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-OPERATIONS = {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/feature-maps", "GET /v1/model",
-              "POST /v1/model/reload", "GET /health/live", "GET /health/ready", "GET /metrics",
+OPERATIONS = {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/feature-maps", "POST /v1/explain",
+              "GET /v1/model", "POST /v1/model/reload", "GET /health/live", "GET /health/ready", "GET /metrics",
               "GET /v2", "GET /v2/health/live", "GET /v2/health/ready", "GET /v2/models/{name}",
               "GET /v2/models/{name}/versions/{version}", "GET /v2/models/{name}/ready",
               "GET /v2/models/{name}/versions/{version}/ready", "POST /v2/models/{name}/infer",
@@ -64,7 +64,7 @@ def test_no_server_errors_and_responses_match_the_schema(server):
         if operation.body or any(True for _ in operation.iter_parameters()):
             _fuzz(operation, GenerationMode.NEGATIVE, negative)
     assert set(positive) == OPERATIONS  # every endpoint was called, none is missing from the schema
-    assert {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/feature-maps",
+    assert {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/feature-maps", "POST /v1/explain",
             "POST /v1/model/reload", "POST /v2/models/{name}/infer"} <= set(negative)
 
 

@@ -251,3 +251,53 @@ def test_page_sends_the_api_key_and_keeps_it_for_the_tab(keyed_server, browser):
     assert page.evaluate("sessionStorage.getItem('resnet-api-key')") == KEY
     assert w.outside() == []
     assert [e for e in w.errors if not e.startswith("Failed to load resource")] == []
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_page_shows_the_heatmap_of_a_chosen_top5_class(server, browser):
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    png = image_bytes("PNG", seed=36)
+    expected = httpx.post(f"{server.url}/v1/predict", params={"top_k": 5},
+                          files={"file": ("cat.png", png, "image/png")}).json()["predictions"]
+    chosen = expected[-1]  # the last of the top-5: not the class drawn by default
+    direct = httpx.post(f"{server.url}/v1/explain", params={"target": chosen["index"]},
+                        files={"file": ("cat.png", png, "image/png")}, timeout=60)
+    assert direct.status_code == 200 and direct.headers["content-type"] == "image/png"
+    width, height = Image.open(io.BytesIO(direct.content)).size
+    w = Watched(browser)
+    page = w.page
+    page.goto(f"{server.url}/")
+    expect(page.locator("#model-arch")).not_to_have_text("…", timeout=30_000)
+
+    upload(page, png)
+    switch = page.locator('#explain-classes input[name="explain-class"]')
+    expect(switch).to_have_count(len(expected), timeout=30_000)
+    assert page.locator("#explain-classes label").all_text_contents() == [f" {p['label']}" for p in expected]
+    wait_for_heatmap(page, expected[0]["label"])  # the top-1 class is drawn at once
+    switch.nth(len(expected) - 1).check()
+    wait_for_heatmap(page, chosen["label"])
+    size = page.evaluate("() => [document.getElementById('heatmap').naturalWidth, "
+                         "document.getElementById('heatmap').naturalHeight]")
+    assert size == [width, height]
+    assert page.locator("#heatmap").get_attribute("src").startswith("blob:")
+    expect(page.locator("#explain-status")).to_contain_text(chosen["label"])
+
+    queries = [parse_qs(urlsplit(r.url).query) for r in w.to("/v1/explain")]
+    assert queries[0] == {"target": [str(expected[0]["index"])], "method": ["gradcam"]}
+    assert queries[-1] == {"target": [str(chosen["index"])], "method": ["gradcam"]}
+    expect(page.locator("#explain-error")).to_be_hidden()
+    assert w.outside() == []
+    assert [e for e in w.errors if not e.startswith("Failed to load resource")] == []
+
+
+def wait_for_heatmap(page, label: str) -> None:
+    """Wait until the heatmap image has loaded for the class `label` (its alt text names the class)."""
+    page.wait_for_function(
+        """label => { const img = document.getElementById("heatmap");
+                     return !img.hidden && img.complete && img.naturalWidth > 0 && img.alt.includes(label); }""",
+        arg=f"“{label}”", timeout=30_000)

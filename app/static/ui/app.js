@@ -1,4 +1,4 @@
-// The page at GET /: talks to /v1/model, /v1/predict and /v1/feature-maps; nothing outside this origin.
+// The page at GET /: talks to /v1/model, /v1/predict, /v1/explain and /v1/feature-maps; nothing outside this origin.
 "use strict";
 
 const KEY_STORAGE = "resnet-api-key";
@@ -7,7 +7,7 @@ const CHANNELS = 16;
 const SPLITS = [["test_top1", "test_count", "test split"], ["val_top1", "val_count", "validation split"]];
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, previewUrl: null, mapUrl: null, predictRun: 0, mapRun: 0 };
+const state = { file: null, previewUrl: null, mapUrl: null, heatmapUrl: null, predictRun: 0, mapRun: 0, explainRun: 0 };
 
 class RequestError extends Error {
   constructor(status, code, message) {
@@ -130,11 +130,13 @@ async function predict() {
     const result = await response.json();
     if (run !== state.predictRun) return;
     showPredictions(result.predictions);
+    showClassSwitch(result.predictions);
     $("predict-status").textContent =
       `${state.file.name}: answered by ${result.model.arch} in ${result.timing_ms.total_ms.toFixed(1)} ms.`;
   } catch (error) {
     if (run !== state.predictRun) return;
     $("predictions").replaceChildren();
+    showClassSwitch([]);
     $("predict-status").textContent = `Could not classify ${state.file.name}.`;
     showError("predict-error", error);
   } finally {
@@ -174,6 +176,76 @@ async function showFeatureMaps() {
   }
 }
 
+// one radio button per top-5 class; the first (top-1) is chosen and its heatmap drawn
+function showClassSwitch(predictions) {
+  const box = $("explain-classes");
+  box.replaceChildren(box.querySelector("legend"), ...predictions.map((p, i) => {
+    const label = document.createElement("label");
+    const radio = document.createElement("input");
+    radio.type = "radio";
+    radio.name = "explain-class";
+    radio.value = String(p.index);
+    radio.dataset.label = p.label;
+    radio.checked = i === 0;
+    label.append(radio, ` ${p.label}`);
+    return label;
+  }));
+  box.disabled = predictions.length === 0;
+  if (predictions.length) {
+    showHeatmap();
+  } else {
+    ++state.explainRun;
+    $("heatmap").hidden = true;
+  }
+}
+
+// the server runs few explanations at once (503 `overloaded` past that): wait as Retry-After says, while still wanted
+async function explainRequest(path, run) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await request(path, { method: "POST", body: imageForm() });
+    } catch (error) {
+      if (error.code !== "overloaded" || attempt >= 10) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (run !== state.explainRun) return null;
+  }
+}
+
+async function showHeatmap() {
+  const chosen = document.querySelector('input[name="explain-class"]:checked');
+  if (!state.file || !chosen) return;
+  const run = ++state.explainRun;
+  const method = $("explain-method").value;
+  const label = chosen.dataset.label;
+  const section = $("explain");
+  section.setAttribute("aria-busy", "true");
+  $("explain-status").textContent = `Computing the heatmap of “${label}”…`;
+  showError("explain-error", null);
+  try {
+    const query = `target=${encodeURIComponent(chosen.value)}&method=${encodeURIComponent(method)}`;
+    const response = await explainRequest(`v1/explain?${query}`, run);
+    if (!response) return;
+    const png = await response.blob();
+    if (run !== state.explainRun) return;
+    const img = $("heatmap");
+    if (state.heatmapUrl) URL.revokeObjectURL(state.heatmapUrl);
+    state.heatmapUrl = URL.createObjectURL(png);
+    img.src = state.heatmapUrl;
+    img.alt = `Heatmap of “${label}” (${method}) over ${state.file.name}: red where the class found the most evidence`;
+    img.hidden = false;
+    const layer = response.headers.get("X-Explain-Layer") ?? "the last layer";
+    $("explain-status").textContent = `${label}: ${method} at ${layer}, blended over the crop the model saw.`;
+  } catch (error) {
+    if (run !== state.explainRun) return;
+    $("heatmap").hidden = true;
+    $("explain-status").textContent = `No heatmap for ${label}.`;
+    showError("explain-error", error);
+  } finally {
+    if (run === state.explainRun) section.removeAttribute("aria-busy");
+  }
+}
+
 function useFile(file) {
   if (!file) return;
   state.file = file;
@@ -207,6 +279,8 @@ function setUp() {
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
   $("preview").addEventListener("error", (event) => { event.target.hidden = true; });
   $("layer").addEventListener("change", showFeatureMaps);
+  $("explain-classes").addEventListener("change", showHeatmap);
+  $("explain-method").addEventListener("change", showHeatmap);
 
   const drop = $("drop");
   // a file dropped beside the zone must not make the browser navigate away to it

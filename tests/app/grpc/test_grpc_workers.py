@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from tests.app.grpc.conftest import start_grpc_server
 
 from devkit.images import image_bytes
+from tests.app.grpc.conftest import start_grpc_server
 
 pytestmark = pytest.mark.slow
 BOUND = '"message": "gRPC on 127.0.0.1:'

@@ -3,7 +3,6 @@ and statistics extensions, in-process."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
