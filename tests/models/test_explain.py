@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training.predict import main as predict_main
 
+from cli.predict import main as predict_main
 from devkit.checkpoints import SPEC, make_checkpoint, random_model
 from devkit.images import image_bytes
 from models.explain import METHODS, default_layer, explain, explainable_copy, upsample_and_scale
