@@ -85,6 +85,10 @@ COPY --chown=10001:10001 weights/ ./weights/
 # Numeric, so runtimes that check runAsNonRoot can verify it without the passwd file.
 USER 10001:10001
 EXPOSE 8000
+# Docker's default, written out: with a STOPSIGNAL set, `docker kill -s SIGHUP` (the model reload) is not taken for a
+# stop, so the restart policy still restarts the container if it dies later (Docker Engine's kill path cancels the
+# restart policy for any signal when the image names none).
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"]
 CMD ["resnet-serve", "--host", "0.0.0.0", "--port", "8000"]
