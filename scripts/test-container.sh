@@ -8,9 +8,11 @@
 #   - serves this machine's local pip sources (file:// indexes, wheel folders of `pip config list`) over HTTP on
 #     127.0.0.1 and builds the project image with them as build arguments (scripts/pip_sources.py);
 #   - leaves no container, network or volume behind (the tests' compose project is removed at exit).
-# Extra arguments go to pytest. Measurements go to $RECORD (default: container-record.txt under a temp dir, printed).
+# Extra arguments go to pytest. Measurements are printed at the end (and kept in $RECORD when that names a file).
 #   scripts/test-container.sh            # what .ci/run runs
 #   KEEP_DOCKERD=1 scripts/test-container.sh -k predict
+#   BUILDKIT=1 scripts/test-container.sh     # build with BuildKit (Debian's docker client, DOCKER_BUILDKIT=1)
+#                                            # instead of the legacy builder of a docker CLI without buildx
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -50,8 +52,11 @@ cleanup() {
     kill "$started_dockerd" 2>/dev/null
     for _ in $(seq 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
   fi
-  [ -f "$RECORD" ] && { echo "==> record ($RECORD):"; cat "$RECORD"; }
-  rm -rf "$work/rootfs" "$work/serve"
+  if [ "$rc" -ne 0 ] && [ -n "$started_dockerd" ] && [ -f "$work/dockerd.log" ]; then
+    echo "==> last lines of the dockerd log:"; tail -15 "$work/dockerd.log"
+  fi
+  [ -f "$RECORD" ] && { echo "==> record:"; cat "$RECORD"; }
+  $SUDO rm -rf "$work"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -131,9 +136,14 @@ fi
 printf '    %s\n' "${build_args[@]}" | grep -v -- '^    --build-arg$' || true
 
 # ---- the project image ----
-log "docker build -t $IMAGE_TAG (PYTHON_IMAGE=$BASE_TAG, legacy builder of the docker CLI)"
+builder=(docker build); builder_name="legacy builder"
+if [ -n "${BUILDKIT:-}" ]; then
+  builder=(env DOCKER_BUILDKIT=1 /usr/bin/docker build --progress plain); builder_name=BuildKit
+  [ -x /usr/bin/docker ] || apt_install docker.io
+fi
+log "${builder[*]} -t $IMAGE_TAG (PYTHON_IMAGE=$BASE_TAG)"
 b0=$(date +%s)
-docker build --network host --build-arg PYTHON_IMAGE="$BASE_TAG" "${build_args[@]}" -t "$IMAGE_TAG" . \
+"${builder[@]}" --network host --build-arg PYTHON_IMAGE="$BASE_TAG" "${build_args[@]}" -t "$IMAGE_TAG" . \
   >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; echo "docker build failed" >&2; exit 1; }
 b1=$(date +%s)
 {
@@ -141,7 +151,8 @@ b1=$(date +%s)
   echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs," \
     "flags: $(for f in avx2 avx512f avx512_vnni avx512_bf16 amx_tile; do grep -qw "$f" /proc/cpuinfo && printf '%s ' "$f"; done)"
   echo "engine: $(docker version --format '{{.Server.Version}}'), $(docker compose version --short 2>/dev/null)"
-  echo "build: $((b1 - b0)) s ($(grep -c 'Using cache' "$work/build.log" || true) cached steps)"
+  echo "build ($builder_name): $((b1 - b0)) s" \
+    "($(grep -c -E 'Using cache|CACHED' "$work/build.log" || true) cached steps)"
   echo "image: $IMAGE_TAG $(docker image inspect -f '{{.Size}}' "$IMAGE_TAG" | awk '{printf "%.2f GB", $1/1e9}')," \
     "torch $(docker run --rm --entrypoint python "$IMAGE_TAG" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)')"
 } >>"$RECORD"
