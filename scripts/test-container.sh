@@ -115,7 +115,12 @@ if ! docker image inspect "$LB_TAG" >/dev/null 2>&1; then
 fi
 
 # ---- this machine's pip sources, served on the loopback ----
-port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A fixed port: the URLs are build arguments, and a RUN that sees a changed one is not taken from the build cache.
+port=${SERVE_PORT:-38765}
+if ! "$PY" -c "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', $port))" 2>/dev/null; then
+  port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "port ${SERVE_PORT:-38765} is taken: serving the pip sources on $port (the build cache will not be reused)" >&2
+fi
 serve_url="http://127.0.0.1:$port"
 build_args=()
 while IFS= read -r line; do
