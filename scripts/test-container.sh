@@ -148,7 +148,7 @@ if [ -n "${BUILDKIT:-}" ]; then
 fi
 log "${builder[*]} -t $IMAGE_TAG (PYTHON_IMAGE=$BASE_TAG)"
 b0=$(date +%s)
-"${builder[@]}" --network host --build-arg PYTHON_IMAGE="$BASE_TAG" "${build_args[@]}" -t "$IMAGE_TAG" . \
+"${builder[@]}" --force-rm --network host --build-arg PYTHON_IMAGE="$BASE_TAG" "${build_args[@]}" -t "$IMAGE_TAG" . \
   >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; echo "docker build failed" >&2; exit 1; }
 b1=$(date +%s)
 {
