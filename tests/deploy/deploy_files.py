@@ -1,6 +1,7 @@
 """Readers for the deployment files (Dockerfile, .dockerignore, compose files), shared by the deploy tests.
 
-No Docker engine runs where the tests do, so these read the files the way Docker and Compose would.
+These tests run without a Docker engine, so they read the files the way Docker and Compose would; tests/container
+builds and runs them on a real engine (scripts/test-container.sh).
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ def arg_defaults(instructions: list[Instruction]) -> dict[str, str]:
             name, _, value = i.args.partition("=")
             out[name.strip()] = value.strip().strip('"')
     return out
+
+
+def declared_args(instructions: list[Instruction], stage: str) -> list[str]:
+    """Names of the ARGs declared in a stage (with or without a default): the build arguments its RUNs see."""
+    return [i.args.partition("=")[0].strip() for i in instructions if i.keyword == "ARG" and i.stage == stage]
 
 
 def copy_sources(instructions: list[Instruction]) -> list[str]:

@@ -15,12 +15,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from app.core.config import Settings
 from tests.deploy.deploy_files import (
     DOCKERFILE,
     REPO,
     VENV_BIN,
     arg_defaults,
     copy_sources,
+    declared_args,
     exec_form,
     final_stage,
     healthcheck_command,
@@ -35,9 +37,9 @@ from tests.deploy.deploy_files import (
 HADOLINT = VENV_BIN / "hadolint"
 # Each inline ignore needs a reason written beside it in the Dockerfile; anything else must be fixed, not ignored.
 JUSTIFIED_IGNORES = {
-    "DL3006",  # `FROM base-${VARIANT}` names a stage of this file, not an image hadolint could check for a tag
-    "DL3008",  # Ubuntu's python3 packages follow the pinned CUDA base image tag
+    "DL3008",  # the distribution's python3 packages (only for a base without Python) follow the base image tag
 }
+PIP_SOURCES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST")
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +78,36 @@ def test_only_justified_hadolint_ignores():
 
 
 def test_build_is_multi_stage_and_only_the_builder_installs(dockerfile):
-    assert {"base-cpu", "base-cuda", "builder", "runtime"} <= set(stages(dockerfile))
-    assert stages(dockerfile)[-1] == "runtime"
+    assert stages(dockerfile) == ["base", "builder", "runtime"]
     runtime = final_stage(dockerfile)
     assert any(i.keyword == "COPY" and "--from=builder" in i.args and "/opt/venv" in i.args for i in runtime)
-    assert not [i for i in runtime if i.keyword == "RUN" and "pip install" in i.args]
+    assert not [i for i in runtime if i.keyword == "RUN" and re.search(r"\bpip install\b|pip-install", i.args)]
     assert not [i for i in runtime if i.keyword in ("COPY", "ADD") and re.search(r"\b(tests|runs|data)/", i.args)]
+
+
+def test_builds_with_the_legacy_builder_and_buildkit_alike():
+    """No `# syntax=` frontend image to pull, no BuildKit-only `RUN --mount`, and one base image for all stages:
+    the legacy builder builds every stage of the file, so a second FROM image would be pulled for any target."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), "BuildKit would pull the frontend image"
+    instructions = read_dockerfile()
+    assert not [i for i in instructions if i.keyword == "RUN" and "--mount" in i.args], "legacy builder refuses it"
+    froms = [i.args.split()[0] for i in instructions if i.keyword == "FROM"]
+    names = stages(instructions)
+    external = [f for f in froms if f not in names]
+    assert external == ["${BASE_IMAGE}"], f"images pulled by the build: {external}"
+    assert arg_defaults(instructions)["BASE_IMAGE"] == "${PYTHON_IMAGE}"
 
 
 def test_default_build_installs_pinned_cpu_wheels_from_pytorch_index(dockerfile, pyproject):
     args = arg_defaults(dockerfile)
     assert args["VARIANT"] == "cpu"
     install = next(i.args for i in dockerfile if i.keyword == "RUN" and "torch==" in i.args)
-    assert "wheels=cpu;" in install
-    assert '--index-url "https://download.pytorch.org/whl/$wheels"' in install
+    assert 'default="https://download.pytorch.org/whl/cpu"' in install
+    # TORCH_INDEX_URL: not given -> the variant's PyTorch index; empty -> the pip index in effect; else that URL.
+    assert "TORCH_INDEX_URL" in declared_args(dockerfile, "builder") and "TORCH_INDEX_URL" not in args
+    assert "index=${TORCH_INDEX_URL-$default}" in install
+    assert 'pip-install ${index:+--index-url "$index"}' in install
     assert (args["TORCH_VERSION"], args["TORCHVISION_VERSION"]) == ("2.14.1", "0.29.1")
     ranges = {r.name: r.specifier for r in map(Requirement, pyproject["project"]["dependencies"])}
     assert Version(args["TORCH_VERSION"]) in ranges["torch"]
@@ -98,17 +116,48 @@ def test_default_build_installs_pinned_cpu_wheels_from_pytorch_index(dockerfile,
     assert any("--constraint /opt/torch-pins.txt" in i.args for i in dockerfile if i.keyword == "RUN")
 
 
-def test_cuda_variant_selects_cuda_base_and_matching_cuda_wheels(dockerfile):
+def test_every_pip_install_takes_the_package_source_build_arguments(dockerfile):
+    """PIP_* build arguments become pip's environment in RUN; every install goes through deploy/pip-install.sh."""
+    builder = [i for i in dockerfile if i.stage == "builder"]
+    assert set(PIP_SOURCES) <= set(declared_args(dockerfile, "builder"))
+    assert not [a for a in PIP_SOURCES if a in arg_defaults(dockerfile)], "no package source baked in as a default"
+    installs = [i.args for i in builder if i.keyword == "RUN" and "install" in i.args]
+    assert len(installs) == 3, installs
+    assert all("pip-install " in run and "pip install" not in run for run in installs), installs
+    assert any(i.keyword == "COPY" and i.args == "deploy/pip-install.sh /usr/local/bin/pip-install" for i in builder)
+
+
+def test_cuda_variant_selects_matching_cuda_wheels(dockerfile):
     args = arg_defaults(dockerfile)
-    cuda_from = next(i for i in dockerfile if i.keyword == "FROM" and i.stage == "base-cuda")
-    assert cuda_from.args.startswith("${CUDA_IMAGE}")
-    match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-\S+", args["CUDA_IMAGE"])
-    assert match, args["CUDA_IMAGE"]
-    assert args["CUDA_WHEELS"] == f"cu{match[1]}{match[2]}", "the wheels' CUDA version must match the base image's"
+    assert re.fullmatch(r"cu\d{3}", args["CUDA_WHEELS"]), args["CUDA_WHEELS"]
     install = next(i.args for i in dockerfile if i.keyword == "RUN" and "torch==" in i.args)
-    assert 'if [ "$VARIANT" = cuda ]; then wheels="$CUDA_WHEELS"; fi' in install
+    assert 'if [ "$VARIANT" = cuda ]; then default="https://download.pytorch.org/whl/$CUDA_WHEELS"; fi' in install
+    # A base without Python (the CUDA images) gets the distribution's; one with Python keeps its own.
+    base = [i for i in dockerfile if i.stage == "base" and i.keyword == "RUN"]
+    assert len(base) == 1 and "if ! command -v python3" in base[0].args and "python3-venv" in base[0].args
     assert [i.args for i in dockerfile if i.keyword == "FROM" and i.stage in ("builder", "runtime")] == [
-        "base-${VARIANT} AS builder", "base-${VARIANT} AS runtime"]
+        "base AS builder", "base AS runtime"]
+
+
+def test_pip_install_drops_host_paths_and_keeps_urls(tmp_path):
+    """The host's PIP_* (compose passes them through) may name paths that do not exist inside the build."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pip").write_text('#!/bin/sh\necho "args: $*"; env | grep "^PIP_" | sort\n')
+    (fake / "pip").chmod(0o755)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "PIP_INDEX_URL": "", "PIP_TRUSTED_HOST": "",
+           "PIP_EXTRA_INDEX_URL": "file:///no/such/index https://mirror.example/simple",
+           "PIP_FIND_LINKS": f"/no/such/wheels {wheels} http://127.0.0.1:9/w/"}
+    result = subprocess.run(["sh", str(REPO / "deploy" / "pip-install.sh"), "torch==2.14.1"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "args: install torch==2.14.1"
+    assert set(lines[1:]) == {"PIP_EXTRA_INDEX_URL=https://mirror.example/simple",
+                              f"PIP_FIND_LINKS={wheels} http://127.0.0.1:9/w/"}, "empty ones unset, paths dropped"
+    assert "PIP_EXTRA_INDEX_URL=file:///no/such/index" in result.stderr and "/no/such/wheels" in result.stderr
 
 
 def test_runtime_runs_as_a_numeric_non_root_user(dockerfile):
@@ -124,7 +173,9 @@ def test_cmd_serves_the_app_on_the_exposed_port(dockerfile, pyproject):
     assert not [i for i in runtime if i.keyword == "ENTRYPOINT"], "the trainer reuses the image with its own command"
     assert cmd[0] in pyproject["project"]["scripts"], f"{cmd[0]} is not a console script of the project"
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
-    assert only(runtime, "EXPOSE").args == cmd[cmd.index("--port") + 1] == "8000"
+    http, grpc = only(runtime, "EXPOSE").args.split()
+    assert http == cmd[cmd.index("--port") + 1] == "8000"
+    assert int(grpc) == Settings.model_fields["grpc_port"].default  # RESNET_GRPC_PORT's default
 
 
 def test_healthcheck_asks_ready_endpoint_with_python_urllib(dockerfile):
@@ -170,7 +221,7 @@ def test_dockerignore_keeps_out(path):
 
 @pytest.mark.parametrize("path", [
     "pyproject.toml", "README.md", "app/main.py", "app/core/config.py", "models/resnet.py", "training/train.py",
-    "weights/model.pt", "weights/class_indices.json", "deploy/train-and-publish.sh",
+    "cli/__init__.py", "cli/predict.py", "weights/model.pt", "weights/class_indices.json", "deploy/train-and-publish.sh", "deploy/pip-install.sh",
 ])
 def test_dockerignore_keeps_in(path):
     assert not is_excluded(path, read_dockerignore())
@@ -191,7 +242,7 @@ def test_wheel_the_image_installs_holds_every_source_file(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for pkg in ("app", "models", "training"):
+    for pkg in ("app", "cli", "models", "training"):
         shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
@@ -202,7 +253,7 @@ def test_wheel_the_image_installs_holds_every_source_file(tmp_path):
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     in_repo = {
         p.relative_to(REPO).as_posix()
-        for pkg in ("app", "models", "training")
+        for pkg in ("app", "cli", "models", "training")
         for p in (REPO / pkg).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     }
@@ -212,4 +263,4 @@ def test_wheel_the_image_installs_holds_every_source_file(tmp_path):
 
 def test_builder_copies_every_package_of_the_project(dockerfile):
     copied = {Path(src).parts[0] for src in copy_sources(dockerfile)}
-    assert {"app", "models", "training", "pyproject.toml", "README.md", "weights"} <= copied
+    assert {"app", "cli", "models", "training", "pyproject.toml", "README.md", "weights"} <= copied
