@@ -43,8 +43,8 @@ def stack() -> Iterator[Stack]:
     # The service's settings come only from what the test sets: no RESNET_* or compose knob of this shell leaks in.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RESNET_", "COMPOSE_", "DOCKER_BUILDKIT", "PIP_", "TORCH_INDEX_URL"))
-           and k not in ("IMAGE", "API_PORT", "GRPC_PORT", "LB_PORT", "DATA_DIR", "LB_IMAGE", "TRAIN_NPROC", "TORCHRUN_ARGS",
-                         "PUBLISH", "PYTHON_IMAGE")}
+           and k not in ("IMAGE", "API_PORT", "GRPC_PORT", "LB_PORT", "DATA_DIR", "LB_IMAGE", "TRAIN_NPROC",
+                         "TORCHRUN_ARGS", "PUBLISH", "PYTHON_IMAGE")}
     env.update(IMAGE=image, LB_IMAGE=lb_image, API_PORT=f"{first}-{last}", GRPC_PORT=f"{grpc_first}-{grpc_last}",
                LB_PORT=str(lb_port), DATA_DIR=str(data))
     s = Stack(project, env, workdir)

@@ -221,7 +221,8 @@ def test_dockerignore_keeps_out(path):
 
 @pytest.mark.parametrize("path", [
     "pyproject.toml", "README.md", "app/main.py", "app/core/config.py", "models/resnet.py", "training/train.py",
-    "cli/__init__.py", "cli/predict.py", "weights/model.pt", "weights/class_indices.json", "deploy/train-and-publish.sh", "deploy/pip-install.sh",
+    "cli/__init__.py", "cli/predict.py", "weights/model.pt", "weights/class_indices.json",
+    "deploy/train-and-publish.sh", "deploy/pip-install.sh",
 ])
 def test_dockerignore_keeps_in(path):
     assert not is_excluded(path, read_dockerignore())
