@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from container_stack import (
+
+from tests.container.container_stack import (
     COMPOSE_FILE,
     READY_TIMEOUT_S,
     REPO,

@@ -16,18 +16,15 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from tests.training.tinydata import CLASSES, TINY_ARGS, make_image_folder
+
 REPO = Path(__file__).resolve().parents[2]
-# tinydata (the generated ImageFolders) lives with the training tests; pytest puts that folder on sys.path only
-# when it collects it.
-sys.path.insert(0, str(REPO / "tests" / "training"))
-from tinydata import CLASSES, TINY_ARGS, make_image_folder  # noqa: E402
 
 __all__ = ["CLASSES", "TINY_ARGS"]
 EXAMPLES = sorted((REPO / "examples").glob("*.png"))

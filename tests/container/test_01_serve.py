@@ -8,8 +8,9 @@ import time
 
 import httpx
 import pytest
-from container_stack import EXAMPLES, REPO, docker, inspect, memory_mib, record
-from helpers.server import start_server
+
+from devkit.server import start_server
+from tests.container.container_stack import EXAMPLES, REPO, docker, inspect, memory_mib, record
 
 pytestmark = pytest.mark.container
 

@@ -13,7 +13,8 @@ import time
 
 import httpx
 import pytest
-from container_stack import docker, inspect, logs, record
+
+from tests.container.container_stack import docker, inspect, logs, record
 
 pytestmark = pytest.mark.container
 

@@ -8,7 +8,8 @@ import time
 
 import httpx
 import pytest
-from container_stack import EXAMPLES, docker, inspect, logs, record
+
+from tests.container.container_stack import EXAMPLES, docker, inspect, logs, record
 
 pytestmark = pytest.mark.container
 

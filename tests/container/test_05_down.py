@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from container_stack import docker
+
+from tests.container.container_stack import docker
 
 pytestmark = pytest.mark.container
 
