@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import torch
 from cli import predict
 from devkit.checkpoints import CLASSES, make_checkpoint
 from devkit.images import image_bytes
+from devkit.server import REPO
 from models import create_model, load_checkpoint, load_image_tensor, write_class_index
 from models.postprocess import top_k
 
@@ -40,6 +44,15 @@ def run(argv: list[str]) -> int:
         return predict.main(argv)
     except SystemExit as e:
         return int(e.code or 0)
+
+
+def run_command(argv: list[str]) -> int:
+    """resnet-predict as its own process, as users run it. DataLoader workers install torch's SIGCHLD handler in the
+    process that starts them, for good; in the test process, where other tests have loaded OpenVINO, a later child's
+    exit then crashes it (SIGSEGV), so commands with --workers run here."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, "-m", "cli.predict", *argv], cwd=REPO, env=env, capture_output=True,
+                          timeout=300).returncode
 
 
 def reference(ckpt_path: Path, path: str, k: int):
@@ -95,7 +108,7 @@ def test_batch_size_and_workers_do_not_change_the_rows(checkpoint, photos, tmp_p
     outputs = []
     for i, extra in enumerate((["--batch-size", "1"], ["--batch-size", "64"], ["--batch-size", "2", "--workers", "2"])):
         out = tmp_path / f"p{i}.jsonl"
-        assert run([str(checkpoint), str(photos), "--out", str(out), *extra]) == 1
+        assert run_command([str(checkpoint), str(photos), "--out", str(out), *extra]) == 1
         outputs.append(read_jsonl(out))
     for rows in outputs[1:]:
         assert [(r["path"], r["error"]) for r in rows] == [(r["path"], r["error"]) for r in outputs[0]]
@@ -163,6 +176,16 @@ def test_an_onnx_artifact_carries_its_classes_and_preprocessing(checkpoint, onnx
                                                                             for p in b["predictions"]]
             assert [p["score"] for p in a["predictions"]] == pytest.approx([p["score"] for p in b["predictions"]],
                                                                            abs=1e-4)
+
+
+def test_explain_with_an_onnx_file_is_refused_before_predicting(onnx_file, photos, tmp_path, capsys):
+    out = tmp_path / "heatmaps"
+    assert run([str(onnx_file), str(photos), "--explain", str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing was predicted first
+    assert captured.err.strip() == ("resnet-predict: error: --explain needs a torch checkpoint (an ONNX file has no "
+                                    "gradients to follow)")
+    assert not out.exists()
 
 
 def test_an_onnx_file_from_another_checkpoint_is_refused(onnx_file, photos, tmp_path, capsys):
