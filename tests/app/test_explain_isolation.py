@@ -34,7 +34,7 @@ async def test_served_module_has_no_hooks_while_and_after_explaining(checkpoint,
     during: list[tuple[int, int, torch.Tensor]] = []
 
     async with serve(settings) as (application, client):
-        served = application.state.service.model()
+        served = application.state.service.manager.model()
         module, backend = served.checkpoint.model, served.backend
         probe = torch.randn(4, 3, 32, 32)
         alone = backend.predict(probe)

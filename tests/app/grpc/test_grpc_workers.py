@@ -15,12 +15,14 @@ from tests.app.grpc.conftest import start_grpc_server
 
 pytestmark = pytest.mark.slow
 BOUND = '"message": "gRPC on 127.0.0.1:'
+READY = '"message": "ready: '
 
 
 def wait_for_binds(server, count: int, timeout: float = 120) -> None:
-    """Ready answers once one worker is up; wait until `count` workers listen for gRPC."""
+    """Ready answers once one worker is up; wait until `count` workers listen for gRPC and serve their model (a
+    worker binds gRPC before its model is in, and answers ServerReady false until then)."""
     end = time.monotonic() + timeout
-    while server.http.output().count(BOUND) < count:
+    while min(server.http.output().count(BOUND), server.http.output().count(READY)) < count:
         assert time.monotonic() < end, server.http.output()
         time.sleep(0.3)
 
